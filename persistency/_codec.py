@@ -1,0 +1,354 @@
+"""How a checkpoint becomes stored bytes and back, with no I/O (shared by every provider).
+
+A checkpoint is stored as one *record*: two lines of JSON that together are one JSON object::
+
+    {"info":{...the CheckpointInfo fields...},
+    "payload":{"base":PARENT,"base_step":N,"messages":[...new messages...],"agent_states":...}}
+
+- Messages are appended, never rewritten: a record keeps only ``messages[base_step:]``, and the
+  rest is its base's transcript (normally the parent's). Storage grows with the transcript, and a
+  save costs the same at step 1,000 as at step 10.
+- ``agent_states``, ``manager_state`` and ``metadata`` are stored either in full (a *keyframe*)
+  or as the keys that changed against the nearest keyframe, so refs never chain.
+- The first line is the info alone, so listing reads one line per checkpoint and never parses a
+  message payload.
+
+JSON only: nothing on the load path can execute code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from persistency.errors import CorruptCheckpointError, SerializationError
+from persistency.models import Checkpoint, CheckpointInfo, check_schema_version
+
+__all__ = [
+    "DEDUP_FIELDS",
+    "Lineage",
+    "Record",
+    "decode_info_line",
+    "decode_record",
+    "encode_record",
+    "info_from_raw",
+    "lineage_of",
+    "materialize",
+]
+
+FORMAT = 1
+DEDUP_FIELDS = ("agent_states", "manager_state", "metadata")
+_INFO_FIELDS = tuple(f for f in CheckpointInfo.model_fields if f != "metadata")
+
+
+@dataclass
+class Lineage:
+    """What the encoder must know of a parent to store only the difference (cacheable per id)."""
+
+    checkpoint_id: str
+    step: int
+    last_message: dict[str, Any] | None
+    #: per dedup field: (id of the record holding it in full, the full value)
+    keyframes: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """A decoded record: the raw info and payload, refs not yet resolved."""
+
+    where: str
+    info: dict[str, Any]
+    base: str | None
+    base_step: int
+    messages: list[dict[str, Any]]
+    deltas: dict[str, dict[str, Any]]
+
+    @property
+    def checkpoint_id(self) -> str:
+        return str(self.info["checkpoint_id"])
+
+
+# -- encoding -------------------------------------------------------------------------------------
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _dump_messages(messages: list[dict[str, Any]], first_index: int) -> str:
+    try:
+        return _dumps(messages)
+    except (TypeError, ValueError) as exc:
+        for i, msg in enumerate(messages):
+            try:
+                _dumps(msg).encode("utf-8")
+            except (TypeError, ValueError, UnicodeEncodeError) as inner:
+                who = msg.get("name") if isinstance(msg, dict) else None
+                raise SerializationError(
+                    f"message {first_index + i}{f' from {who!r}' if who else ''} cannot be stored "
+                    f"as JSON: {inner}"
+                ) from inner
+        raise SerializationError(f"messages cannot be stored as JSON: {exc}") from exc
+
+
+def _delta(
+    name: str, value: dict[str, Any], keyframe: tuple[str, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """Encode ``value`` in full, or as changed keys against ``keyframe`` when that is smaller."""
+    if keyframe is not None:
+        ref, base = keyframe
+        changed = {k: v for k, v in value.items() if k not in base or base[k] != v}
+        removed = [k for k in base if k not in value]
+        if len(changed) + len(removed) <= max(1, len(value) // 2):
+            out: dict[str, Any] = {"ref": ref}
+            if changed:
+                out["set"] = changed
+            if removed:
+                out["unset"] = removed
+            return out
+    return {"full": value}
+
+
+def encode_record(checkpoint: Checkpoint, parent: Lineage | None) -> tuple[bytes, Lineage]:
+    """Turn ``checkpoint`` into record bytes, storing only what is new against ``parent``.
+
+    Returns the bytes and the `Lineage` of the checkpoint itself (cache it for its child).
+    Raises `SerializationError` naming the message that is not JSON.
+    """
+    messages = checkpoint.messages
+    base_id: str | None = None
+    base_step = 0
+    if parent is not None and len(messages) >= parent.step:
+        # Trust-but-check that the transcript extends the parent's: O(1), not O(transcript).
+        if parent.step == 0 or messages[parent.step - 1] == parent.last_message:
+            base_id, base_step = parent.checkpoint_id, parent.step
+    delta = messages[base_step:] if base_step else messages
+
+    keyframes = parent.keyframes if parent is not None else {}
+    values = {
+        "agent_states": checkpoint.agent_states,
+        "manager_state": checkpoint.manager_state,
+        "metadata": checkpoint.metadata,
+    }
+    encoded: dict[str, dict[str, Any]] = {}
+    new_keyframes: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, value in values.items():
+        enc = _delta(name, value, keyframes.get(name))
+        encoded[name] = enc
+        new_keyframes[name] = (checkpoint.checkpoint_id, value) if "full" in enc else keyframes[name]
+
+    info: dict[str, Any] = {f: getattr(checkpoint, f) for f in _INFO_FIELDS}
+    info["created_at"] = checkpoint.created_at.isoformat()
+    info["metadata"] = encoded.pop("metadata")
+    try:
+        info_json = _dumps(info)
+        payload = (
+            '{"format":%d,"base":%s,"base_step":%d,"messages":%s,"agent_states":%s,"manager_state":%s}'
+            % (
+                FORMAT,
+                _dumps(base_id),
+                base_step,
+                _dump_messages(delta, base_step),
+                _dumps(encoded["agent_states"]),
+                _dumps(encoded["manager_state"]),
+            )
+        )
+        data = ('{"info":' + info_json + ',\n"payload":' + payload + "}\n").encode("utf-8")
+    except SerializationError:
+        raise
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise SerializationError(
+            f"checkpoint {checkpoint.checkpoint_id!r}: state or metadata cannot be stored as JSON: {exc}"
+        ) from exc
+    last = messages[-1] if messages else None
+    return data, Lineage(checkpoint.checkpoint_id, len(messages), last, new_keyframes)
+
+
+# -- decoding -------------------------------------------------------------------------------------
+def _loads(data: bytes | str, where: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptCheckpointError(f"{where}: not valid UTF-8 JSON ({exc})") from exc
+
+
+def _check_delta(value: Any, where: str, name: str) -> dict[str, Any]:
+    ok = isinstance(value, dict) and (
+        ("full" in value and isinstance(value["full"], dict))
+        or (
+            isinstance(value.get("ref"), str)
+            and isinstance(value.get("set", {}), dict)
+            and isinstance(value.get("unset", []), list)
+        )
+    )
+    if not ok:
+        raise CorruptCheckpointError(f"{where}: field {name!r} has the wrong shape")
+    return value  # type: ignore[no-any-return]
+
+
+def _check_info(info: Any, where: str) -> dict[str, Any]:
+    if not isinstance(info, dict):
+        raise CorruptCheckpointError(f"{where}: 'info' is not an object")
+    check_schema_version(info.get("schema_version"), where)
+    _check_delta(info.get("metadata"), where, "metadata")
+    return info
+
+
+def decode_info_line(line: bytes, where: str) -> dict[str, Any]:
+    """Decode just the first line of a record (the info); raw, metadata not resolved."""
+    text = line.rstrip(b"\r\n")
+    if not text.endswith(b","):
+        raise CorruptCheckpointError(f"{where}: first line is not a checkpoint info line")
+    obj = _loads(text[:-1] + b"}", where)
+    if not isinstance(obj, dict) or "info" not in obj:
+        raise CorruptCheckpointError(f"{where}: no 'info' object")
+    return _check_info(obj["info"], where)
+
+
+def decode_record(data: bytes, where: str) -> Record:
+    """Decode record bytes; `CorruptCheckpointError` naming ``where`` if they are damaged."""
+    obj = _loads(data, where)
+    if not isinstance(obj, dict) or not isinstance(obj.get("payload"), dict):
+        raise CorruptCheckpointError(f"{where}: not a checkpoint record (no 'payload' object)")
+    info = _check_info(obj.get("info"), where)
+    p = obj["payload"]
+    if p.get("format") != FORMAT:
+        raise CorruptCheckpointError(f"{where}: unknown record format {p.get('format')!r}")
+    base, base_step, messages = p.get("base"), p.get("base_step"), p.get("messages")
+    if not (base is None or isinstance(base, str)) or not isinstance(base_step, int) or base_step < 0:
+        raise CorruptCheckpointError(f"{where}: bad base reference")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise CorruptCheckpointError(f"{where}: 'messages' is not a list of objects")
+    deltas = {
+        "agent_states": _check_delta(p.get("agent_states"), where, "agent_states"),
+        "manager_state": _check_delta(p.get("manager_state"), where, "manager_state"),
+        "metadata": info["metadata"],
+    }
+    return Record(where, info, base, base_step, messages, deltas)
+
+
+def _resolve(delta: dict[str, Any], keyframe: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    if "full" in delta:
+        return dict(delta["full"])
+    if keyframe is None:
+        raise CorruptCheckpointError(f"{where}: refers to {delta['ref']!r}, which is missing")
+    out = {k: v for k, v in keyframe.items() if k not in delta.get("unset", [])}
+    out.update(delta.get("set", {}))
+    return out
+
+
+def _keyframe_value(delta: dict[str, Any], name: str, fetch_info: Callable[[str], dict[str, Any]],
+                    fetch: Callable[[str], Record], where: str) -> dict[str, Any] | None:
+    if "full" in delta:
+        return None
+    ref = delta["ref"]
+    if name == "metadata":
+        kf = fetch_info(ref)["metadata"]
+    else:
+        kf = fetch(ref).deltas[name]
+    if "full" not in kf:
+        raise CorruptCheckpointError(f"{where}: {name} refers to {ref!r}, which is not a keyframe")
+    return kf["full"]  # type: ignore[no-any-return]
+
+
+def info_from_raw(
+    raw: dict[str, Any], where: str, fetch_info: Callable[[str], dict[str, Any]]
+) -> CheckpointInfo:
+    """Validate a raw info dict into `CheckpointInfo`, resolving its metadata ref."""
+    meta = raw["metadata"]
+    kf = None if "full" in meta else fetch_info(meta["ref"]).get("metadata", {}).get("full")
+    data = dict(raw)
+    data["metadata"] = _resolve(meta, kf, where)
+    try:
+        return CheckpointInfo.model_validate(data)
+    except ValidationError as exc:
+        raise CorruptCheckpointError(f"{where}: info has the wrong shape: {_short(exc)}") from exc
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+
+
+def _chain(record: Record, fetch: Callable[[str], Record]) -> list[Record]:
+    """The record and its bases, newest first, checked for consistent lengths."""
+    chain = [record]
+    seen = {record.checkpoint_id}
+    cur = record
+    while cur.base is not None:
+        if cur.base in seen:
+            raise CorruptCheckpointError(f"{cur.where}: base chain loops at {cur.base!r}")
+        nxt = fetch(cur.base)
+        if nxt.info.get("step") != cur.base_step:
+            raise CorruptCheckpointError(
+                f"{cur.where}: base {cur.base!r} has step {nxt.info.get('step')}, expected {cur.base_step}"
+            )
+        seen.add(nxt.checkpoint_id)
+        chain.append(nxt)
+        cur = nxt
+    if cur.base_step != 0:
+        raise CorruptCheckpointError(f"{cur.where}: base_step {cur.base_step} without a base")
+    return chain
+
+
+def materialize(record: Record, fetch: Callable[[str], Record]) -> Checkpoint:
+    """Build the full `Checkpoint` of ``record``, fetching its bases and keyframes with ``fetch``."""
+    chain = _chain(record, fetch)
+    messages: list[dict[str, Any]] = []
+    for rec in reversed(chain):
+        messages.extend(rec.messages)
+    return _assemble(record, messages, fetch)
+
+
+def materialize_chain(chain: Iterable[Record], fetch: Callable[[str], Record]) -> Checkpoint:
+    """Like `materialize` for a provider that fetched the whole chain (newest first) in one go."""
+    recs = list(chain)
+    by_id = {r.checkpoint_id: r for r in recs}
+
+    def _fetch(cid: str) -> Record:
+        return by_id[cid] if cid in by_id else fetch(cid)
+
+    return materialize(recs[0], _fetch)
+
+
+def _assemble(record: Record, messages: list[dict[str, Any]], fetch: Callable[[str], Record]) -> Checkpoint:
+    where = record.where
+
+    def fetch_info(cid: str) -> dict[str, Any]:
+        return fetch(cid).info
+
+    values = {
+        name: _resolve(record.deltas[name], _keyframe_value(record.deltas[name], name, fetch_info, fetch, where),
+                       where)
+        for name in DEDUP_FIELDS
+    }
+    data = dict(record.info)
+    data.update(values)
+    data["messages"] = messages
+    try:
+        cp = Checkpoint.model_validate(data)
+    except ValidationError as exc:
+        raise CorruptCheckpointError(f"{where}: checkpoint has the wrong shape: {_short(exc)}") from exc
+    if len(messages) != cp.step:
+        raise CorruptCheckpointError(f"{where}: transcript has {len(messages)} messages, step says {cp.step}")
+    return cp
+
+
+def lineage_of(record: Record, fetch: Callable[[str], Record]) -> Lineage:
+    """The `Lineage` of a stored record (for saving a child when the parent is not cached)."""
+    cur = record
+    while not cur.messages and cur.base is not None:
+        cur = fetch(cur.base)
+    last = cur.messages[-1] if cur.messages else None
+    keyframes: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name in DEDUP_FIELDS:
+        d = record.deltas[name]
+        if "full" in d:
+            keyframes[name] = (record.checkpoint_id, d["full"])
+        else:
+            kf = fetch(d["ref"]).deltas[name]
+            if "full" not in kf:
+                raise CorruptCheckpointError(f"{record.where}: {name} ref is not a keyframe")
+            keyframes[name] = (d["ref"], kf["full"])
+    return Lineage(record.checkpoint_id, int(record.info["step"]), last, keyframes)

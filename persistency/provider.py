@@ -1,0 +1,141 @@
+"""The storage-provider contract every backend keeps (`PersistencyStorageProvider`).
+
+Providers know nothing of AG2: they store `Checkpoint` models and give them back. The contract
+(create-only saves, "latest" = greatest checkpoint id, listing without payloads, typed errors,
+validated ids) is stated once here and tested once in `persistency.testing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+from persistency.models import Checkpoint, CheckpointInfo
+
+__all__ = ["PersistencyStorageProvider"]
+
+
+class PersistencyStorageProvider(ABC):
+    """Where checkpoints live. Subclass it for a new backend; run `persistency.testing` against it.
+
+    Rules every provider keeps:
+
+    - ``save_checkpoint`` is create-only: an existing id raises `CheckpointConflictError`, and of
+      two writers racing for one id exactly one wins.
+    - Checkpoint ids sort in creation order; "latest" is the greatest id of the session.
+    - A save stores what is new since the parent, not the whole transcript again; a load returns
+      the full, materialized `Checkpoint`.
+    - Every id is validated (`InvalidIdentifierError`) before it reaches a path or a key.
+    - Backend errors surface as `PersistencyError` subclasses, never as raw client exceptions.
+
+    The async twins run the sync method in a worker thread by default so that an async chat never
+    blocks its event loop; a provider with a native async client overrides them.
+    """
+
+    #: URL schemes this provider serves (for `provider_from_url` and error messages).
+    schemes: tuple[str, ...] = ()
+
+    # -- the primitives ---------------------------------------------------------------------------
+    @abstractmethod
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint``; raise `CheckpointConflictError` if its id exists in its session."""
+
+    @abstractmethod
+    def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
+        """Load one checkpoint, materialized; `CheckpointNotFoundError` if absent."""
+
+    @abstractmethod
+    def list_checkpoints(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> list[CheckpointInfo]:
+        """The session's checkpoints, oldest first, without reading message payloads.
+
+        Args:
+            session_id: the session to list (an unknown session lists as empty).
+            run_id: only checkpoints of this run.
+            limit: at most this many, the newest ones (still returned oldest first).
+            before: only checkpoints whose id sorts before this one.
+        """
+
+    @abstractmethod
+    def list_sessions(self) -> list[str]:
+        """Every session id that has at least one checkpoint, sorted."""
+
+    @abstractmethod
+    def delete_session(self, session_id: str) -> None:
+        """Remove a session and everything stored for it (no error if it does not exist)."""
+
+    # -- conveniences, written once on top of the primitives ---------------------------------------
+    def get_latest_checkpoint(self, session_id: str) -> Checkpoint | None:
+        """The newest checkpoint of the session (greatest id), or None for an empty session."""
+        infos = self.list_checkpoints(session_id, limit=1)
+        return self.get_checkpoint(session_id, infos[-1].checkpoint_id) if infos else None
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections and files. Idempotent."""
+
+    def __enter__(self) -> PersistencyStorageProvider:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PersistencyStorageProvider:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- async twins --------------------------------------------------------------------------------
+    async def asave_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Async `save_checkpoint`."""
+        await asyncio.to_thread(self.save_checkpoint, checkpoint)
+
+    async def aget_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
+        """Async `get_checkpoint`."""
+        return await asyncio.to_thread(self.get_checkpoint, session_id, checkpoint_id)
+
+    async def aget_latest_checkpoint(self, session_id: str) -> Checkpoint | None:
+        """Async `get_latest_checkpoint`."""
+        return await asyncio.to_thread(self.get_latest_checkpoint, session_id)
+
+    async def alist_checkpoints(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> list[CheckpointInfo]:
+        """Async `list_checkpoints`."""
+        return await asyncio.to_thread(
+            self.list_checkpoints, session_id, run_id=run_id, limit=limit, before=before
+        )
+
+    async def alist_sessions(self) -> list[str]:
+        """Async `list_sessions`."""
+        return await asyncio.to_thread(self.list_sessions)
+
+    async def adelete_session(self, session_id: str) -> None:
+        """Async `delete_session`."""
+        await asyncio.to_thread(self.delete_session, session_id)
+
+    async def aclose(self) -> None:
+        """Async `close`."""
+        await asyncio.to_thread(self.close)
