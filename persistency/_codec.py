@@ -77,19 +77,24 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+def _find_bad_message(messages: list[dict[str, Any]], first_index: int) -> None:
+    """Raise `SerializationError` naming the first message that is not UTF-8 JSON, if any."""
+    for i, msg in enumerate(messages):
+        try:
+            _dumps(msg).encode("utf-8")
+        except (TypeError, ValueError, UnicodeEncodeError) as inner:
+            who = msg.get("name") if isinstance(msg, dict) else None
+            raise SerializationError(
+                f"message {first_index + i}{f' from {who!r}' if who else ''} cannot be stored "
+                f"as UTF-8 JSON: {inner}"
+            ) from inner
+
+
 def _dump_messages(messages: list[dict[str, Any]], first_index: int) -> str:
     try:
         return _dumps(messages)
     except (TypeError, ValueError) as exc:
-        for i, msg in enumerate(messages):
-            try:
-                _dumps(msg).encode("utf-8")
-            except (TypeError, ValueError, UnicodeEncodeError) as inner:
-                who = msg.get("name") if isinstance(msg, dict) else None
-                raise SerializationError(
-                    f"message {first_index + i}{f' from {who!r}' if who else ''} cannot be stored "
-                    f"as JSON: {inner}"
-                ) from inner
+        _find_bad_message(messages, first_index)
         raise SerializationError(f"messages cannot be stored as JSON: {exc}") from exc
 
 
@@ -158,7 +163,12 @@ def encode_record(checkpoint: Checkpoint, parent: Lineage | None) -> tuple[bytes
         data = ('{"info":' + info_json + ',\n"payload":' + payload + "}\n").encode("utf-8")
     except SerializationError:
         raise
-    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+    except UnicodeEncodeError as exc:
+        _find_bad_message(delta, base_step)
+        raise SerializationError(
+            f"checkpoint {checkpoint.checkpoint_id!r}: state or metadata is not valid UTF-8: {exc}"
+        ) from exc
+    except (TypeError, ValueError) as exc:
         raise SerializationError(
             f"checkpoint {checkpoint.checkpoint_id!r}: state or metadata cannot be stored as JSON: {exc}"
         ) from exc
