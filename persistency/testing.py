@@ -173,7 +173,8 @@ class ProviderConformance:
         self, provider: PersistencyStorageProvider
     ) -> None:
         chain = make_chain(provider, "rw", 3)
-        rewritten = [dict(m, content="changed") for m in chain[-1].messages] + [_message(3)]
+        rewritten: list[dict[str, Any]] = [dict(m, content="changed") for m in chain[-1].messages]
+        rewritten.append(_message(3))
         cp = make_checkpoint("rw", 4, parent_id=chain[-1].checkpoint_id, messages=rewritten)
         provider.save_checkpoint(cp)
         _same(provider.get_checkpoint("rw", cp.checkpoint_id), cp)
