@@ -48,7 +48,7 @@ def _fsspec_protocols() -> set[str]:
 
 def known_schemes() -> list[str]:
     """Every scheme `provider_from_url` accepts: built-in, plug-in, and fsspec's protocols."""
-    return sorted(({s for s in _BUILTIN if s} | set(_plugins())))
+    return sorted({s for s in _BUILTIN if s} | set(_plugins()))
 
 
 def _scheme(url: str) -> str:

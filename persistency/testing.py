@@ -190,7 +190,7 @@ class ProviderConformance:
         assert latest.run_complete
 
     def test_unicode_and_nested_content_round_trip(self, provider: PersistencyStorageProvider) -> None:
-        msgs = [
+        msgs: list[dict[str, Any]] = [
             {"content": "héllo ✓ 日本語 🎉 \"quotes\" \\ back\nslash", "role": "user", "name": "alice"},
             {"content": [{"type": "text", "text": "multi"}], "role": "assistant", "name": "bob",
              "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
