@@ -9,13 +9,13 @@ On a local disk a save is atomic and create-only across processes: the record is
 hidden temporary file, flushed, then hard-linked to its final name (``link`` fails if the name
 exists, so exactly one racer wins) and the temporary name removed. A process killed at any
 instant leaves either no record or a whole one; stray temporary files are ignored. Other fsspec
-protocols are create-only within one process.
+protocols are create-only within one process; ``memory://`` works on fsspec's in-memory store
+directly, because its generic ``info``/``ls`` scan the whole store on every call.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import threading
 import uuid
@@ -24,6 +24,7 @@ from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
 from persistency._recordstore import RecordStorageProvider
 from persistency.errors import (
@@ -33,11 +34,141 @@ from persistency.errors import (
     ProviderConfigError,
     StorageUnavailableError,
 )
+from persistency.ids import validate_id
 
 __all__ = ["FilesystemStorageProvider"]
 
 _SUFFIX = ".json"
 _TMP_PREFIX = ".tmp-"
+
+
+class _Files:
+    """Byte I/O on one fsspec filesystem; subclasses take faster paths where fsspec allows."""
+
+    def __init__(self, fs: Any) -> None:
+        self.fs = fs
+        self._lock = threading.Lock()  # create-only within this process
+
+    def create(self, path: str, data: bytes) -> None:
+        """Write a new file; `FileExistsError` if the name is taken."""
+        with self._lock:
+            if self.fs.exists(path):
+                raise FileExistsError(path)
+            self.fs.pipe_file(path, data)
+
+    def read(self, path: str) -> bytes:
+        return bytes(self.fs.cat_file(path))
+
+    def read_line(self, path: str) -> bytes:
+        with self.fs.open(path, "rb") as f:
+            return bytes(f.readline())
+
+    def names(self, directory: str) -> list[str]:
+        try:
+            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(directory, detail=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete_tree(self, directory: str) -> None:
+        try:
+            self.fs.rm(directory, recursive=True)
+        except FileNotFoundError:
+            pass
+
+
+class _LocalFiles(_Files):
+    """A local disk: create-only and atomic across processes (temporary file, fsync, hard link)."""
+
+    def __init__(self, fs: Any, fsync: bool) -> None:
+        super().__init__(fs)
+        self.fsync = fsync
+
+    def create(self, path: str, data: bytes) -> None:
+        directory = os.path.dirname(path)
+        tmp = os.path.join(directory, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.link(tmp, path)  # atomic, and fails if the name exists: create-only
+            if self.fsync:
+                dfd = os.open(directory, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def read_line(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.readline()
+
+    def names(self, directory: str) -> list[str]:
+        try:
+            return os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+
+_MEMORY_LOCK = threading.Lock()  # fsspec's memory store is one dict per process
+
+
+class _MemoryFiles(_Files):
+    """fsspec's ``memory://`` store, used as the dict it is (its info/ls scan every key)."""
+
+    def create(self, path: str, data: bytes) -> None:
+        with _MEMORY_LOCK:
+            if path in self.fs.store:
+                raise FileExistsError(path)
+            MemoryFile(self.fs, path, data).commit()
+
+    def read(self, path: str) -> bytes:
+        try:
+            return bytes(self.fs.store[path].getvalue())
+        except KeyError:
+            raise FileNotFoundError(path) from None
+
+    def read_line(self, path: str) -> bytes:
+        data = self.read(path)
+        return data[: data.find(b"\n") + 1] or data
+
+    def _under(self, directory: str) -> list[str]:
+        prefix = directory.rstrip("/") + "/"
+        return [k[len(prefix):] for k in list(self.fs.store) if k.startswith(prefix)]
+
+    def names(self, directory: str) -> list[str]:
+        return sorted({rest.split("/", 1)[0] for rest in self._under(directory)})
+
+    def delete_tree(self, directory: str) -> None:
+        prefix = directory.rstrip("/") + "/"
+        with _MEMORY_LOCK:
+            for key in [k for k in list(self.fs.store) if k.startswith(prefix)]:
+                self.fs.store.pop(key, None)
+            for d in [d for d in self.fs.pseudo_dirs if d == directory or d.startswith(prefix)]:
+                self.fs.pseudo_dirs.remove(d)
+
+    def session_dirs(self, root: str) -> set[str]:
+        """Sessions that hold at least one record, in one pass over the store."""
+        out = set()
+        for rest in self._under(root):
+            parts = rest.split("/")
+            if len(parts) == 3 and parts[1] == "checkpoints" and parts[2].endswith(_SUFFIX) \
+                    and not parts[2].startswith("."):
+                out.add(parts[0])
+        return out
 
 
 class FilesystemStorageProvider(RecordStorageProvider):
@@ -47,6 +178,7 @@ class FilesystemStorageProvider(RecordStorageProvider):
         url: a local path, ``file://`` URL, ``memory://`` URL or any fsspec URL.
         fsync: flush each record to the disk before it is published (local disks only), so a
             power loss cannot lose an acknowledged checkpoint. Costs a little per step.
+        cache_size: how many decoded records to keep in memory (records never change).
         storage_options: passed to fsspec for the URL's protocol.
     """
 
@@ -58,18 +190,21 @@ class FilesystemStorageProvider(RecordStorageProvider):
         url = os.fspath(url)
         try:
             fs, root = fsspec.core.url_to_fs(url, **storage_options)
-        except (ValueError, ImportError) as exc:
+        except (ValueError, ImportError, TypeError) as exc:
             raise ProviderConfigError(f"cannot open {url!r} with fsspec: {exc}") from exc
         self.url = url
-        self._fs = fs
         self._root = root.rstrip("/") or "/"
-        self._local = isinstance(fs, LocalFileSystem)
-        self._fsync = fsync and self._local
-        self._lock = threading.Lock()  # create-only for non-local protocols, within this process
+        self._files: _Files
+        if isinstance(fs, LocalFileSystem):
+            self._files = _LocalFiles(fs, fsync)
+        elif isinstance(fs, MemoryFileSystem):
+            self._files = _MemoryFiles(fs)
+        else:
+            self._files = _Files(fs)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FilesystemStorageProvider:
-        """Build from a URL; keyword options win over nothing (fsspec parses the URL itself)."""
+        """Build from a URL; fsspec parses the URL, keyword options go to the provider or fsspec."""
         return cls(url, **options)
 
     def __repr__(self) -> str:
@@ -99,106 +234,52 @@ class FilesystemStorageProvider(RecordStorageProvider):
     # -- primitives -------------------------------------------------------------------------------------
     def _write_new(self, session_id: str, checkpoint_id: str, data: bytes) -> None:
         path = self._path(session_id, checkpoint_id)
-        with self._translate(f"writing {path}"):
-            if self._local:
-                self._write_local(path, data)
-            else:
-                with self._lock:
-                    if self._fs.exists(path):
-                        raise CheckpointConflictError(
-                            f"checkpoint {checkpoint_id!r} already exists in session {session_id!r}"
-                        )
-                    self._fs.pipe_file(path, data)
-
-    def _write_local(self, path: str, data: bytes) -> None:
-        directory = os.path.dirname(path)
-        tmp = os.path.join(directory, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
-        for attempt in (0, 1):
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                break
-            except FileNotFoundError:
-                if attempt:
-                    raise
-                os.makedirs(directory, exist_ok=True)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self._fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)  # atomic, and fails if the name exists: create-only
-            except FileExistsError as exc:
+            with self._translate(f"writing {path}"):
+                self._files.create(path, data)
+        except StorageUnavailableError as exc:
+            if isinstance(exc.__cause__, FileExistsError):
                 raise CheckpointConflictError(
-                    f"checkpoint {os.path.basename(path)[: -len(_SUFFIX)]!r} already exists at {path}"
-                ) from exc
-            if self._fsync:
-                dfd = os.open(directory, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                    f"checkpoint {checkpoint_id!r} already exists in session {session_id!r} ({path})"
+                ) from exc.__cause__
+            raise
 
     def _read(self, session_id: str, checkpoint_id: str) -> bytes:
         path = self._path(session_id, checkpoint_id)
         with self._translate(f"checkpoint {checkpoint_id!r} of session {session_id!r} ({path})"):
-            if self._local:
-                with open(path, "rb") as f:
-                    return f.read()
-            return bytes(self._fs.cat_file(path))
+            return self._files.read(path)
 
     def _read_info_line(self, session_id: str, checkpoint_id: str) -> bytes:
         path = self._path(session_id, checkpoint_id)
         with self._translate(f"checkpoint {checkpoint_id!r} of session {session_id!r} ({path})"):
-            if self._local:
-                with open(path, "rb") as f:
-                    return f.readline()
-            with self._fs.open(path, "rb") as f:
-                return bytes(f.readline())
-
-    def _names(self, directory: str) -> list[str]:
-        if self._local:
-            try:
-                return os.listdir(directory)
-            except FileNotFoundError:
-                return []
-            except NotADirectoryError:
-                return []
-        try:
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self._fs.ls(directory, detail=False)]
-        except FileNotFoundError:
-            return []
+            return self._files.read_line(path)
 
     def _list_ids(self, session_id: str) -> list[str]:
         with self._translate(f"listing session {session_id!r}"):
-            names = self._names(self._dir(session_id))
+            names = self._files.names(self._dir(session_id))
         return sorted(n[: -len(_SUFFIX)] for n in names if n.endswith(_SUFFIX) and not n.startswith("."))
 
     def _list_session_ids(self) -> list[str]:
-        from persistency.ids import validate_id
-
-        out = []
         with self._translate("listing sessions"):
-            for name in self._names(self._root):
-                try:
-                    validate_id(name)
-                except PersistencyError:
-                    continue  # not one of ours (a stray file or folder a person put there)
-                if any(n.endswith(_SUFFIX) and not n.startswith(".") for n in self._names(self._dir(name))):
-                    out.append(name)
+            if isinstance(self._files, _MemoryFiles):
+                candidates = sorted(self._files.session_dirs(self._root))
+            else:
+                candidates = [n for n in self._files.names(self._root) if self._list_ids_safe(n)]
+        out = []
+        for name in candidates:
+            try:
+                out.append(validate_id(name))
+            except PersistencyError:
+                continue  # not one of ours: a folder a person put there
         return sorted(out)
 
+    def _list_ids_safe(self, name: str) -> bool:
+        try:
+            validate_id(name)
+        except PersistencyError:
+            return False
+        return bool(self._list_ids(name))
+
     def _delete(self, session_id: str) -> None:
-        path = f"{self._root}/{session_id}"
         with self._translate(f"deleting session {session_id!r}"):
-            try:
-                self._fs.rm(path, recursive=True)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
+            self._files.delete_tree(f"{self._root}/{session_id}")

@@ -198,8 +198,9 @@ def test_bytes_stored_grow_linearly(tmp_path: Path, url_kind: str) -> None:
     if url_kind == "file":
         stored = sum(f.stat().st_size for f in (tmp_path / "lin").rglob("*") if f.is_file())
     else:
-        fs = p._fs  # type: ignore[attr-defined]
+        fs = p._files.fs  # type: ignore[attr-defined]
         stored = sum(len(fs.cat_file(f)) for f in fs.find(p._root))  # type: ignore[attr-defined]
+    assert stored > transcript
     ratio = stored / transcript
     assert ratio < 2.0, f"stored {stored} bytes for a {transcript}-byte transcript ({ratio:.2f}x)"
     latest = provider_from_url(url).get_latest_checkpoint("lin") if url_kind == "file" else p.get_latest_checkpoint(
