@@ -21,12 +21,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from persistency.errors import CorruptCheckpointError, SerializationError
+from persistency.errors import CorruptCheckpointError, EncryptionError, SerializationError
 from persistency.models import Checkpoint, CheckpointInfo, check_schema_version
+
+if TYPE_CHECKING:
+    from persistency.encryption import PayloadCipher
 
 __all__ = [
     "DEDUP_FIELDS",
@@ -116,8 +119,12 @@ def _delta(
     return {"full": value}
 
 
-def encode_record(checkpoint: Checkpoint, parent: Lineage | None) -> tuple[bytes, Lineage]:
+def encode_record(
+    checkpoint: Checkpoint, parent: Lineage | None, cipher: PayloadCipher | None = None
+) -> tuple[bytes, Lineage]:
     """Turn ``checkpoint`` into record bytes, storing only what is new against ``parent``.
+
+    With a ``cipher`` the payload (messages and states) is sealed; the info line stays readable.
 
     Returns the bytes and the `Lineage` of the checkpoint itself (cache it for its child).
     Raises `SerializationError` naming the message that is not JSON.
@@ -160,6 +167,9 @@ def encode_record(checkpoint: Checkpoint, parent: Lineage | None) -> tuple[bytes
                 _dumps(encoded["manager_state"]),
             )
         )
+        if cipher is not None:
+            envelope = cipher.seal(payload.encode("utf-8"), checkpoint.session_id, checkpoint.checkpoint_id)
+            payload = '{"format":%d,"sealed":%s}' % (FORMAT, _dumps(envelope))
         data = ('{"info":' + info_json + ',\n"payload":' + payload + "}\n").encode("utf-8")
     except SerializationError:
         raise
@@ -217,13 +227,25 @@ def decode_info_line(line: bytes, where: str) -> dict[str, Any]:
     return _check_info(obj["info"], where)
 
 
-def decode_record(data: bytes, where: str) -> Record:
-    """Decode record bytes; `CorruptCheckpointError` naming ``where`` if they are damaged."""
+def decode_record(data: bytes, where: str, cipher: PayloadCipher | None = None) -> Record:
+    """Decode record bytes; `CorruptCheckpointError` naming ``where`` if they are damaged.
+
+    A sealed payload needs the ``cipher`` it was written with (`EncryptionError` otherwise).
+    """
     obj = _loads(data, where)
     if not isinstance(obj, dict) or not isinstance(obj.get("payload"), dict):
         raise CorruptCheckpointError(f"{where}: not a checkpoint record (no 'payload' object)")
     info = _check_info(obj.get("info"), where)
     p = obj["payload"]
+    if "sealed" in p:
+        if cipher is None:
+            raise EncryptionError(f"{where}: payload is encrypted; give the provider its encryption_key")
+        if not isinstance(p["sealed"], dict):
+            raise CorruptCheckpointError(f"{where}: 'sealed' is not an object")
+        p = _loads(cipher.open(p["sealed"], str(info.get("session_id")), str(info.get("checkpoint_id")), where),
+                   where)
+        if not isinstance(p, dict):
+            raise CorruptCheckpointError(f"{where}: decrypted payload is not an object")
     if p.get("format") != FORMAT:
         raise CorruptCheckpointError(f"{where}: unknown record format {p.get('format')!r}")
     base, base_step, messages = p.get("base"), p.get("base_step"), p.get("messages")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from abc import abstractmethod
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from persistency._codec import (
     Lineage,
@@ -26,6 +26,9 @@ from persistency.errors import CheckpointNotFoundError, CorruptCheckpointError
 from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
+
+if TYPE_CHECKING:
+    from persistency.encryption import PayloadCipher
 
 __all__ = ["RecordStorageProvider"]
 
@@ -61,9 +64,14 @@ class _LRU:
 class RecordStorageProvider(PersistencyStorageProvider):
     """Implements the contract over per-checkpoint records; subclasses supply the byte I/O."""
 
-    def __init__(self, *, cache_size: int = 512) -> None:
+    def __init__(self, *, cache_size: int = 512, encryption_key: str | bytes | None = None) -> None:
         self._records = _LRU(cache_size)
         self._lineages = _LRU(cache_size)
+        self._cipher: PayloadCipher | None = None
+        if encryption_key is not None:
+            from persistency.encryption import PayloadCipher
+
+            self._cipher = PayloadCipher(encryption_key)
 
     # -- primitives a backend implements ------------------------------------------------------------
     @abstractmethod
@@ -101,7 +109,7 @@ class RecordStorageProvider(PersistencyStorageProvider):
         rec: Record | None = self._records.get(key)
         if rec is None:
             where = self._where(session_id, checkpoint_id)
-            rec = decode_record(self._read(session_id, checkpoint_id), where)
+            rec = decode_record(self._read(session_id, checkpoint_id), where, self._cipher)
             self._check_identity(rec.info, session_id, checkpoint_id, where)
             self._records.put(key, rec)
         return rec
@@ -144,7 +152,7 @@ class RecordStorageProvider(PersistencyStorageProvider):
                 raise CheckpointNotFoundError(
                     f"checkpoint {cid!r} names parent {pid!r}, which is not in session {sid!r}"
                 ) from exc
-        data, lineage = encode_record(checkpoint, parent)
+        data, lineage = encode_record(checkpoint, parent, self._cipher)
         self._write_new(sid, cid, data)
         self._lineages.put((sid, cid), lineage)
 

@@ -21,6 +21,8 @@ ENV_VAR = "PERSISTENCY_URL"
 DEFAULT_URL = "./.persistency"
 """The embedded default: a folder in the working directory, used when no URL is configured."""
 ENTRY_POINT_GROUP = "persistency.providers"
+ENCRYPTION_ENV_VAR = "PERSISTENCY_ENCRYPTION_KEY"
+"""When set, every provider built by URL seals payloads with this key (see `persistency.encryption`)."""
 
 _FS = {"class": "providers.filesystem:FilesystemStorageProvider"}
 _BUILTIN: dict[str, dict[str, str]] = {
@@ -79,6 +81,7 @@ def _load(target: str, scheme: str, extra: str | None, module: str | None) -> ty
 def provider_from_url(url: str | os.PathLike[str] | None = None, **options: Any) -> PersistencyStorageProvider:
     """Build the storage provider a URL names.
 
+    ``encryption_key`` (or the ``PERSISTENCY_ENCRYPTION_KEY`` environment variable) seals payloads.
     ``None`` reads ``PERSISTENCY_URL`` and, without it, uses the local folder `DEFAULT_URL`.
     A plain path, ``file://`` and ``memory://`` (and any other fsspec protocol) give the
     filesystem provider; ``s3://`` the S3 provider; ``redis://``, ``rediss://`` and ``unix://``
@@ -109,8 +112,13 @@ def provider_from_url(url: str | os.PathLike[str] | None = None, **options: Any)
             f"unknown storage URL scheme {scheme!r} in {redact_url(url)!r}; known schemes: "
             f"{', '.join(known_schemes())}, a plain path, or any installed fsspec protocol"
         )
+    if "encryption_key" not in options and os.environ.get(ENCRYPTION_ENV_VAR):
+        options["encryption_key"] = os.environ[ENCRYPTION_ENV_VAR]
     from_url = getattr(cls, "from_url", None)
-    return from_url(url, **options) if from_url is not None else cls(url, **options)  # type: ignore[call-arg]
+    try:
+        return from_url(url, **options) if from_url is not None else cls(url, **options)  # type: ignore[call-arg]
+    except TypeError as exc:
+        raise ProviderConfigError(f"{cls.__name__} does not accept these options ({exc})") from exc
 
 
 def redact_url(url: str) -> str:

@@ -179,14 +179,16 @@ class FilesystemStorageProvider(RecordStorageProvider):
         fsync: flush each record to the disk before it is published (local disks only), so a
             power loss cannot lose an acknowledged checkpoint. Costs a little per step.
         cache_size: how many decoded records to keep in memory (records never change).
+        encryption_key: seal payloads with AES-256-GCM (`persistency.encryption`); listing
+            stays readable without it.
         storage_options: passed to fsspec for the URL's protocol.
     """
 
     schemes = ("file", "memory")
 
     def __init__(self, url: str | os.PathLike[str], *, fsync: bool = True, cache_size: int = 512,
-                 **storage_options: Any) -> None:
-        super().__init__(cache_size=cache_size)
+                 encryption_key: str | bytes | None = None, **storage_options: Any) -> None:
+        super().__init__(cache_size=cache_size, encryption_key=encryption_key)
         url = os.fspath(url)
         try:
             fs, root = fsspec.core.url_to_fs(url, **storage_options)
