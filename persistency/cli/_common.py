@@ -1,0 +1,270 @@
+"""What every command shares: the ``--url``/``--json`` options, opening a provider, resolving ids,
+summarising runs, and printing for people (rich) or for scripts (JSON).
+
+Kept apart from the commands so that each command module reads as what it does, not how it prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from persistency.errors import CheckpointNotFoundError
+from persistency.ids import validate_id
+from persistency.models import COMPLETE_END_REASONS, Checkpoint, CheckpointInfo
+from persistency.provider import PersistencyStorageProvider
+from persistency.registry import DEFAULT_URL, ENV_VAR, provider_from_url, redact_url
+
+__all__ = [
+    "JsonOption",
+    "RunSummary",
+    "UrlOption",
+    "checkpoint_ids",
+    "display_url",
+    "emit_json",
+    "err_console",
+    "fmt_time",
+    "open_provider",
+    "out_console",
+    "progress_bar",
+    "redact_for_display",
+    "require_session",
+    "resolve_checkpoint",
+    "summarize_runs",
+]
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        "-u",
+        metavar="URL",
+        show_default=False,
+        help=f"Storage URL: a folder, file://, memory://, s3://bucket/prefix, redis://host:port/db. "
+        f"Default: ${ENV_VAR}, else {DEFAULT_URL}.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+
+def out_console() -> Console:
+    """A console on stdout, created per command so it sees the current stream and width."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def err_console() -> Console:
+    """A console on stderr, for progress bars, warnings and errors."""
+    return Console(stderr=True, highlight=False)
+
+
+def emit_json(value: Any) -> None:
+    """Print ``value`` as indented JSON on stdout (plain text: no colours, no wrapping)."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def display_url(url: str | None) -> str:
+    """The URL a command will use, as shown to people (passwords masked)."""
+    return redact_url(url if url is not None else (os.environ.get(ENV_VAR) or DEFAULT_URL))
+
+
+@contextmanager
+def open_provider(url: str | None) -> Iterator[PersistencyStorageProvider]:
+    """The provider for ``url`` (None: ``$PERSISTENCY_URL``, then the default folder), closed after use."""
+    provider = provider_from_url(url)
+    try:
+        yield provider
+    finally:
+        provider.close()
+
+
+def fmt_time(value: datetime | None) -> str:
+    """A UTC timestamp for tables: ``2026-01-01 12:00:05``."""
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def require_session(provider: PersistencyStorageProvider, session_id: str, url: str | None) -> list[CheckpointInfo]:
+    """The session's checkpoint infos, or `CheckpointNotFoundError` naming the session and the store."""
+    validate_id(session_id, "session id")
+    infos = provider.list_checkpoints(session_id)
+    if not infos:
+        raise CheckpointNotFoundError(
+            f"no session {session_id!r} in {display_url(url)} (list them with: persistency sessions)"
+        )
+    return infos
+
+
+def resolve_checkpoint(
+    provider: PersistencyStorageProvider,
+    session_id: str,
+    checkpoint_id: str | None,
+    infos: list[CheckpointInfo],
+) -> Checkpoint:
+    """Load ``checkpoint_id`` of the session (None or ``latest``: the newest one), materialized."""
+    ids = {i.checkpoint_id for i in infos}
+    if checkpoint_id is None or (checkpoint_id == "latest" and "latest" not in ids):
+        checkpoint_id = infos[-1].checkpoint_id
+    validate_id(checkpoint_id, "checkpoint id")
+    if checkpoint_id not in ids:
+        raise CheckpointNotFoundError(
+            f"no checkpoint {checkpoint_id!r} in session {session_id!r} "
+            f"(list them with: persistency show {session_id})"
+        )
+    return provider.get_checkpoint(session_id, checkpoint_id)
+
+
+# -- runs -----------------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    """One run of a session as its checkpoints tell it: extent, outcome and where it came from."""
+
+    run_id: str
+    checkpoints: list[CheckpointInfo] = field(default_factory=list)
+    #: the checkpoint (in another run) this run's first checkpoint follows, if any
+    origin_id: str | None = None
+    origin_run: str | None = None
+    #: True when the origin is the last checkpoint of its run (a continuation, not a branch)
+    origin_is_end: bool = False
+
+    @property
+    def first(self) -> CheckpointInfo:
+        """The run's oldest checkpoint."""
+        return self.checkpoints[0]
+
+    @property
+    def last(self) -> CheckpointInfo:
+        """The run's newest checkpoint."""
+        return self.checkpoints[-1]
+
+    @property
+    def end(self) -> CheckpointInfo | None:
+        """The run_end checkpoint that closed the run, if it has one."""
+        ends = [c for c in self.checkpoints if c.is_run_end]
+        return ends[-1] if ends else None
+
+    @property
+    def last_activity(self) -> datetime:
+        """When the run last wrote a checkpoint."""
+        return max(c.created_at for c in self.checkpoints)
+
+    @property
+    def status(self) -> str:
+        """``finished``, ``failed``, ``superseded`` or ``unfinished`` (no run end: resumable)."""
+        end = self.end
+        if end is None:
+            return "unfinished"
+        if end.end_reason in COMPLETE_END_REASONS:
+            return "finished"
+        return "superseded" if end.end_reason == "superseded" else "failed"
+
+    @property
+    def origin(self) -> str:
+        """Where the run started from, for people: ``after run-…``, ``branch of run-… at …`` or ``new``."""
+        if self.origin_id is None:
+            return "new"
+        if self.origin_run is None:
+            return f"from {self.origin_id} (missing)"
+        if self.origin_is_end:
+            return f"after {self.origin_run}"
+        return f"branch of {self.origin_run} at {self.origin_id}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary as plain JSON values."""
+        end = self.end
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "end_reason": end.end_reason if end else None,
+            "error": end.error if end else None,
+            "first_checkpoint": self.first.checkpoint_id,
+            "last_checkpoint": self.last.checkpoint_id,
+            "first_step": self.first.step,
+            "last_step": self.last.step,
+            "checkpoints": len(self.checkpoints),
+            "started_at": self.first.created_at.isoformat(),
+            "last_activity": self.last_activity.isoformat(),
+            "origin_checkpoint": self.origin_id,
+            "origin_run": self.origin_run,
+            "branch": self.origin_id is not None and not self.origin_is_end,
+        }
+
+
+def summarize_runs(infos: list[CheckpointInfo]) -> list[RunSummary]:
+    """Group a session's checkpoints (oldest first) into runs, in creation order, with their origins."""
+    runs: dict[str, RunSummary] = {}
+    for info in infos:
+        runs.setdefault(info.run_id, RunSummary(info.run_id)).checkpoints.append(info)
+    by_id = {i.checkpoint_id: i for i in infos}
+    for run in runs.values():
+        parent = run.first.parent_id
+        if parent is None or (parent in by_id and by_id[parent].run_id == run.run_id):
+            continue
+        run.origin_id = parent
+        if parent in by_id:
+            origin = runs[by_id[parent].run_id]
+            run.origin_run = origin.run_id
+            run.origin_is_end = origin.last.checkpoint_id == parent
+    return list(runs.values())
+
+
+# -- secrets --------------------------------------------------------------------------------------
+_SECRET_KEY = re.compile(
+    r"(?:.*_)?api[_-]?key|aws_.*(?:key|token)|azure_ad_token(?:_provider)?|gcp_auth_token|credentials?"
+    r"|.*secret.*|.*password.*|(?:proxy-)?authorization|x-api-key|(?:.*_)?(?:access|auth|refresh|id)_token|token",
+    re.IGNORECASE,
+)
+REDACTED = "<redacted>"
+
+
+def redact_for_display(value: Any) -> Any:
+    """A copy of ``value`` with every secret-looking key's value masked.
+
+    The feature never stores secrets; this is a second guard so that a store written by other code
+    cannot leak a key onto a screen or into a pasted log.
+    """
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            secret = isinstance(k, str) and _SECRET_KEY.fullmatch(k) is not None
+            out[k] = REDACTED if secret and v not in (None, "", False) else redact_for_display(v)
+        return out
+    if isinstance(value, list):
+        return [redact_for_display(v) for v in value]
+    return value
+
+
+# -- progress and listing ---------------------------------------------------------------------------
+def progress_bar(*, disable: bool = False) -> Progress:
+    """A rich progress bar on stderr (stdout stays clean for ``--json``)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console(),
+        transient=True,
+        disable=disable,
+    )
+
+
+def checkpoint_ids(provider: PersistencyStorageProvider, session_id: str) -> list[str]:
+    """Every checkpoint id of the session, sorted, without decoding records when the provider allows.
+
+    Record-based providers list ids from names alone, so one damaged record cannot hide the others;
+    any other provider is listed through `list_checkpoints`.
+    """
+    from persistency._recordstore import RecordStorageProvider
+
+    if isinstance(provider, RecordStorageProvider):
+        return provider._list_ids(validate_id(session_id, "session id"))
+    return [i.checkpoint_id for i in provider.list_checkpoints(session_id)]

@@ -1,0 +1,150 @@
+"""``copy``: sessions from one store to another (folder to S3, Redis to a folder, ...), resumable.
+
+Checkpoints already at the destination are skipped, so a re-run finishes an interrupted copy. Parents
+are saved before their children, so the destination stores deltas against them just as the source
+did. `copy_checkpoints` is shared with ``prune``, which rewrites a session through a staging copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from persistency.cli._common import (
+    JsonOption,
+    emit_json,
+    open_provider,
+    out_console,
+    progress_bar,
+    require_session,
+)
+from persistency.errors import CheckpointConflictError, PersistencyError
+from persistency.ids import validate_id
+from persistency.models import CheckpointInfo
+from persistency.provider import PersistencyStorageProvider
+from persistency.registry import redact_url
+
+__all__ = ["CopyResult", "copy", "copy_checkpoints", "parents_first"]
+
+
+@dataclass
+class CopyResult:
+    """What one session's copy did."""
+
+    session_id: str
+    copied: list[str] = field(default_factory=list)
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The result as plain JSON values."""
+        return {"session_id": self.session_id, "copied": len(self.copied), "skipped": self.skipped,
+                "failed": [{"checkpoint_id": c, "message": m} for c, m in self.failed]}
+
+
+def parents_first(infos: list[CheckpointInfo]) -> list[CheckpointInfo]:
+    """``infos`` ordered so that each checkpoint comes after its parent (when the parent is among them)."""
+    by_id = {i.checkpoint_id: i for i in infos}
+    done: set[str] = set()
+    out: list[CheckpointInfo] = []
+    for info in sorted(infos, key=lambda i: i.checkpoint_id):
+        stack, on_stack = [info], {info.checkpoint_id}
+        while stack:  # iterative: a foreign id scheme may list a long chain children-first
+            cur = stack[-1]
+            parent = cur.parent_id
+            if parent is not None and parent in by_id and parent not in done and parent not in on_stack:
+                stack.append(by_id[parent])
+                on_stack.add(parent)
+                continue
+            stack.pop()
+            on_stack.discard(cur.checkpoint_id)
+            if cur.checkpoint_id not in done:
+                done.add(cur.checkpoint_id)
+                out.append(cur)
+    return out
+
+
+def copy_checkpoints(
+    src: PersistencyStorageProvider,
+    dst: PersistencyStorageProvider,
+    session_id: str,
+    infos: list[CheckpointInfo],
+    *,
+    dst_session: str | None = None,
+    advance: Callable[[], Any] | None = None,
+) -> CopyResult:
+    """Copy the checkpoints ``infos`` of ``session_id`` that ``dst`` lacks, parents first.
+
+    Args:
+        dst_session: store them under this session id instead (their ``session_id`` is rewritten).
+        advance: called once per checkpoint handled, for a progress bar.
+    """
+    target = validate_id(dst_session or session_id, "session id")
+    result = CopyResult(session_id)
+    existing = {i.checkpoint_id for i in dst.list_checkpoints(target)}
+    for info in parents_first(infos):
+        cid = info.checkpoint_id
+        try:
+            if cid in existing:
+                result.skipped += 1
+                continue
+            cp = src.get_checkpoint(session_id, cid)
+            if target != session_id:
+                cp = cp.model_copy(update={"session_id": target})
+            dst.save_checkpoint(cp)
+            result.copied.append(cid)
+        except CheckpointConflictError:
+            result.skipped += 1  # another copy won the race: the checkpoint is there
+        except PersistencyError as exc:
+            result.failed.append((cid, str(exc)))
+        finally:
+            if advance is not None:
+                advance()
+    return result
+
+
+def copy(
+    src_url: Annotated[str, typer.Argument(metavar="SRC_URL", help="Store to copy from.", show_default=False)],
+    dst_url: Annotated[str, typer.Argument(metavar="DST_URL", help="Store to copy to.", show_default=False)],
+    session: Annotated[
+        list[str] | None,
+        typer.Option("--session", "-s", metavar="ID", help="Copy only this session (repeatable).", show_default=False),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Copy sessions between any two stores (folder, memory://, s3://, redis://), with a progress bar.
+
+    Idempotent: checkpoints already at the destination are skipped, so re-running finishes an
+    interrupted copy. Parents are copied before children, so the destination stores deltas too.
+    """
+    results: list[CopyResult] = []
+    with open_provider(src_url) as src, open_provider(dst_url) as dst:
+        if session:
+            plans = [(sid, require_session(src, sid, src_url)) for sid in session]
+        else:
+            plans = [(sid, src.list_checkpoints(sid)) for sid in src.list_sessions()]
+        total = sum(len(infos) for _, infos in plans)
+        with progress_bar(disable=as_json) as progress:
+            task = progress.add_task(f"{redact_url(src_url)} -> {redact_url(dst_url)}", total=total)
+            for sid, infos in plans:
+                progress.update(task, description=f"copying {sid}")
+                results.append(copy_checkpoints(src, dst, sid, infos, advance=lambda: progress.advance(task)))
+    failed = [(r.session_id, c, m) for r in results for c, m in r.failed]
+    if as_json:
+        emit_json({"sessions": [r.as_json() for r in results]})
+    else:
+        table = Table("session", "copied", "already there", "failed",
+                      title=f"{redact_url(src_url)} -> {redact_url(dst_url)}", title_justify="left")
+        for r in results:
+            table.add_row(Text(r.session_id), str(len(r.copied)), str(r.skipped),
+                          Text(str(len(r.failed)), style="red" if r.failed else ""))
+        out_console().print(table)
+        for sid, cid, msg in failed:
+            out_console().print(Text(f"failed: {sid}/{cid}: {msg}", style="red"))
+    if failed:
+        raise typer.Exit(1)

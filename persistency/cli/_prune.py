@@ -1,0 +1,233 @@
+"""``prune``: drop old sessions and runs, never a checkpoint that a kept one needs to load.
+
+What is kept: every checkpoint of a kept run, plus its whole parent chain (a branch needs the run it
+branched from up to the branch point). The codec's bases and keyframes always point at a checkpoint's
+ancestors, so the parent chain covers them too.
+
+How runs are dropped with a provider that can only delete whole sessions: the kept checkpoints are
+copied to a staging session ``SESSION.pruning`` and read back; only then is ``SESSION`` deleted and
+refilled from the staging copy, which is deleted last. Every step is create-only and idempotent: a
+prune that dies at any point leaves the kept checkpoints in ``SESSION`` or in the staging session,
+and the next ``prune`` finishes the job (it copies whatever ``SESSION`` lacks back from staging).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from persistency.cli._common import (
+    JsonOption,
+    UrlOption,
+    emit_json,
+    err_console,
+    open_provider,
+    out_console,
+    require_session,
+    summarize_runs,
+)
+from persistency.cli._copy import copy_checkpoints
+from persistency.errors import PersistencyError
+from persistency.ids import MAX_ID_LENGTH
+from persistency.models import CheckpointInfo, utcnow
+from persistency.provider import PersistencyStorageProvider
+
+__all__ = ["STAGING_SUFFIX", "PrunePlan", "parse_duration", "plan_session", "prune"]
+
+STAGING_SUFFIX = ".pruning"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(?:\d+[smhdw])+")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``7d``, ``12h``, ``1d12h``, ``30m``, ``2w``, ``90s`` as a `timedelta`."""
+    value = text.strip().lower()
+    if not _DURATION.fullmatch(value):
+        raise typer.BadParameter(f"{text!r} is not a duration such as 7d, 12h, 1d12h, 30m, 2w or 90s")
+    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", value)))
+
+
+@dataclass
+class PrunePlan:
+    """What prune does to one session."""
+
+    session_id: str
+    action: str = "keep"  # keep | delete | rewrite | skip | recover
+    dropped_runs: list[str] = field(default_factory=list)
+    drop_ids: list[str] = field(default_factory=list)
+    keep: list[CheckpointInfo] = field(default_factory=list)
+    #: kept checkpoints of dropped runs: ancestors of a kept run
+    retained: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The plan as plain JSON values."""
+        return {"session_id": self.session_id, "action": self.action, "dropped_runs": self.dropped_runs,
+                "dropped_checkpoints": self.drop_ids, "kept_checkpoints": len(self.keep),
+                "retained_for_lineage": self.retained, "note": self.note or None}
+
+
+def plan_session(session_id: str, infos: list[CheckpointInfo], cutoff: datetime | None,
+                 keep_last: int | None) -> PrunePlan:
+    """Choose the runs to drop and the checkpoints to keep (kept runs and their parent chains).
+
+    A run is dropped when it is older than ``cutoff`` (its last checkpoint; if given) and is not one
+    of the ``keep_last`` newest runs (if given).
+    """
+    plan = PrunePlan(session_id)
+    runs = summarize_runs(infos)
+    protected = {r.run_id for r in runs[-keep_last:]} if keep_last else set()
+    dropped = [r for r in runs if r.run_id not in protected and (cutoff is None or r.last_activity < cutoff)]
+    if not dropped:
+        return plan
+    dropped_ids = {r.run_id for r in dropped}
+    by_id = {i.checkpoint_id: i for i in infos}
+    keep: set[str] = set()
+    for info in infos:
+        if info.run_id in dropped_ids:
+            continue
+        cur: str | None = info.checkpoint_id
+        while cur is not None and cur in by_id and cur not in keep:
+            keep.add(cur)
+            cur = by_id[cur].parent_id
+    plan.dropped_runs = [r.run_id for r in dropped]
+    plan.keep = [i for i in infos if i.checkpoint_id in keep]
+    plan.drop_ids = [i.checkpoint_id for i in infos if i.checkpoint_id not in keep]
+    plan.retained = [i.checkpoint_id for i in plan.keep if i.run_id in dropped_ids]
+    if not plan.drop_ids:
+        plan.action, plan.note = "keep", "every checkpoint of the old runs is needed by a kept run"
+    elif not plan.keep:
+        plan.action = "delete"
+    elif len(session_id) + len(STAGING_SUFFIX) > MAX_ID_LENGTH:
+        plan.action, plan.note = "skip", "session id too long for a staging copy; prune it by hand"
+    else:
+        plan.action = "rewrite"
+    return plan
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return {**a, "session_id": None} == {**b, "session_id": None}
+
+
+def _check_copy(p: PersistencyStorageProvider, sid: str, staging: str, ids: list[str]) -> None:
+    """Read the staging copy back and compare it with the original, checkpoint by checkpoint."""
+    for cid in ids:
+        if not _same(p.get_checkpoint(sid, cid).model_dump(mode="json"),
+                     p.get_checkpoint(staging, cid).model_dump(mode="json")):
+            raise PersistencyError(f"staging copy of {sid}/{cid} differs from the original; nothing was deleted")
+
+
+def _restore(p: PersistencyStorageProvider, staging: str, sid: str) -> None:
+    """Copy into ``sid`` what it lacks from ``staging``, then delete ``staging``."""
+    res = copy_checkpoints(p, p, staging, p.list_checkpoints(staging), dst_session=sid)
+    if res.failed:
+        cid, msg = res.failed[0]
+        raise PersistencyError(
+            f"session {sid!r} is only partly restored ({cid}: {msg}); its kept checkpoints are safe in "
+            f"{staging!r}: run prune again to finish"
+        )
+    p.delete_session(staging)
+
+
+def _rewrite(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
+    sid = plan.session_id
+    staging = sid + STAGING_SUFFIX
+    before = [i.checkpoint_id for i in p.list_checkpoints(sid)]
+    keep_ids = [i.checkpoint_id for i in plan.keep]
+    res = copy_checkpoints(p, p, sid, plan.keep, dst_session=staging)
+    if res.failed:
+        p.delete_session(staging)
+        cid, msg = res.failed[0]
+        raise PersistencyError(f"cannot stage {sid}/{cid} ({msg}); nothing was deleted")
+    try:
+        _check_copy(p, sid, staging, keep_ids)
+        if [i.checkpoint_id for i in p.list_checkpoints(sid)] != before:
+            raise PersistencyError(f"session {sid!r} changed while pruning (a chat is writing to it); skipped")
+    except PersistencyError:
+        p.delete_session(staging)
+        raise
+    p.delete_session(sid)
+    _restore(p, staging, sid)
+
+
+def _apply(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
+    if plan.action == "delete":
+        p.delete_session(plan.session_id)
+    elif plan.action == "rewrite":
+        _rewrite(p, plan)
+    elif plan.action == "recover":
+        _restore(p, plan.session_id + STAGING_SUFFIX, plan.session_id)
+
+
+def prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", metavar="AGE", help="Drop runs whose last checkpoint is older than AGE "
+                     "(7d, 12h, 1d12h, 30m, 2w); a session whose runs are all old is deleted.", show_default=False),
+    ] = None,
+    keep_last_runs: Annotated[
+        int | None,
+        typer.Option("--keep-last-runs", metavar="N", min=1, help="Always keep the newest N runs of each session "
+                     "(alone: drop all older runs).", show_default=False),
+    ] = None,
+    session: Annotated[
+        list[str] | None,
+        typer.Option("--session", "-s", metavar="ID", help="Only this session (repeatable).", show_default=False),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be dropped; change nothing.")]
+    = False,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Drop old runs and sessions, keeping every checkpoint a kept one needs to load.
+
+    A run is dropped when it is older than --older-than and not among the --keep-last-runs newest.
+    Kept runs keep their parent chain, even into dropped runs (a branch keeps its trunk). Do not
+    prune sessions that a chat is writing to; an interrupted prune is finished by the next one.
+    """
+    if older_than is None and keep_last_runs is None:
+        raise typer.BadParameter("give --older-than and/or --keep-last-runs", param_hint="prune")
+    cutoff = utcnow() - parse_duration(older_than) if older_than is not None else None
+    plans: list[PrunePlan] = []
+    with open_provider(url) as p:
+        all_sids = p.list_sessions()
+        sids = list(session) if session else [s for s in all_sids if not s.endswith(STAGING_SUFFIX)]
+        for sid in sids:
+            if sid + STAGING_SUFFIX in all_sids:
+                plans.append(PrunePlan(sid, action="recover", note="finishing an interrupted prune"))
+                continue
+            infos = require_session(p, sid, url) if session else p.list_checkpoints(sid)
+            plans.append(plan_session(sid, infos, cutoff, keep_last_runs))
+        errors: list[str] = []
+        if not dry_run:
+            for plan in plans:
+                try:
+                    _apply(p, plan)
+                except PersistencyError as exc:
+                    plan.note = f"failed: {exc}"
+                    errors.append(f"{plan.session_id}: {exc}")
+    _report(plans, dry_run, as_json)
+    if errors:
+        for e in errors:
+            err_console().print(Text(f"error: {e}", style="red"))
+        raise typer.Exit(1)
+
+
+def _report(plans: list[PrunePlan], dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        emit_json({"dry_run": dry_run, "sessions": [p.as_json() for p in plans]})
+        return
+    title = "prune (dry run: nothing changed)" if dry_run else "prune"
+    table = Table("session", "action", "runs dropped", "checkpoints dropped", "kept", "kept for lineage", "note",
+                  title=title, title_justify="left")
+    for p in plans:
+        table.add_row(Text(p.session_id), p.action, Text(", ".join(p.dropped_runs)), str(len(p.drop_ids)),
+                      str(len(p.keep)) if p.action != "keep" or p.dropped_runs else "all", str(len(p.retained)),
+                      Text(p.note))
+    out_console().print(table)

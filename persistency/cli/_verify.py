@@ -1,0 +1,102 @@
+"""``verify``: read every checkpoint back, the way a resume would, and report the ones that fail.
+
+A checkpoint is damaged when its record does not decode, names another session or id, needs a base
+or keyframe that is missing, or names a parent the session does not hold.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from persistency.cli._common import (
+    JsonOption,
+    UrlOption,
+    checkpoint_ids,
+    emit_json,
+    open_provider,
+    out_console,
+    progress_bar,
+    require_session,
+)
+from persistency.errors import PersistencyError
+from persistency.provider import PersistencyStorageProvider
+
+__all__ = ["verify", "verify_session"]
+
+
+def verify_session(provider: PersistencyStorageProvider, session_id: str,
+                   advance: Any = None) -> tuple[int, list[dict[str, Any]]]:
+    """Load every checkpoint of the session; returns (how many were read, the damaged ones)."""
+    damaged: list[dict[str, Any]] = []
+    try:
+        ids = checkpoint_ids(provider, session_id)
+    except PersistencyError as exc:
+        return 0, [{"session_id": session_id, "checkpoint_id": None, "error": type(exc).__name__,
+                    "message": str(exc)}]
+    known = set(ids)
+    for cid in ids:
+        problem: PersistencyError | str | None = None
+        try:
+            cp = provider.get_checkpoint(session_id, cid)
+            if cp.parent_id is not None and cp.parent_id not in known:
+                problem = f"its parent {cp.parent_id!r} is not in the session"
+        except PersistencyError as exc:
+            problem = exc
+        if problem is not None:
+            damaged.append({
+                "session_id": session_id, "checkpoint_id": cid,
+                "error": type(problem).__name__ if isinstance(problem, Exception) else "MissingParent",
+                "message": str(problem),
+            })
+        if advance is not None:
+            advance()
+    try:
+        provider.list_checkpoints(session_id)
+    except PersistencyError as exc:
+        if not damaged:
+            damaged.append({"session_id": session_id, "checkpoint_id": None, "error": type(exc).__name__,
+                            "message": f"listing fails: {exc}"})
+    return len(ids), damaged
+
+
+def verify(
+    session: Annotated[str | None, typer.Argument(metavar="[SESSION]", help="Only this session.",
+                                                  show_default=False)] = None,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Read every checkpoint of every session (or one) and report damaged or unreadable ones.
+
+    Exit status 1 if any checkpoint is damaged, so it can guard a backup or a deploy.
+    """
+    with open_provider(url) as provider:
+        if session is not None:
+            require_session(provider, session, url)
+        sids = [session] if session is not None else provider.list_sessions()
+        checked = 0
+        damaged: list[dict[str, Any]] = []
+        with progress_bar(disable=as_json) as progress:
+            for sid in sids:
+                task = progress.add_task(f"verifying {sid}", total=None)
+                n, bad = verify_session(provider, sid, lambda task=task: progress.advance(task))
+                progress.remove_task(task)
+                checked += n
+                damaged.extend(bad)
+    if as_json:
+        emit_json({"sessions": len(sids), "checkpoints": checked, "damaged": damaged})
+    else:
+        if damaged:
+            table = Table("session", "checkpoint", "problem", title="damaged checkpoints", title_justify="left")
+            for d in damaged:
+                table.add_row(Text(d["session_id"]), Text(d["checkpoint_id"] or "(listing)"),
+                              Text(f"{d['error']}: {d['message']}"))
+            out_console().print(table)
+        style = "red" if damaged else "green"
+        out_console().print(Text(f"checked {checked} checkpoint(s) in {len(sids)} session(s): "
+                                 f"{len(damaged)} damaged", style=style))
+    if damaged:
+        raise typer.Exit(1)
