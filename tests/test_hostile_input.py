@@ -1,0 +1,119 @@
+"""Hostile and damaged input, generated: ids, payloads and stored bytes never escape the typed errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from persistency import (
+    CorruptCheckpointError,
+    InvalidIdentifierError,
+    PersistencyError,
+    SerializationError,
+    UnsupportedSchemaError,
+    provider_from_url,
+    validate_id,
+)
+from persistency._codec import decode_info_line, decode_record
+from persistency.testing import make_chain, make_checkpoint
+from providers.filesystem import FilesystemStorageProvider
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(exclude_categories=("Cs",))),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+messages = st.dictionaries(st.text(max_size=10), json_values, max_size=5)
+
+
+@SETTINGS
+@given(st.text(max_size=200))
+def test_any_text_is_a_safe_id_or_refused(tmp_path: Path, candidate: str) -> None:
+    try:
+        validate_id(candidate)
+    except InvalidIdentifierError:
+        return
+    root = tmp_path / "ids"
+    p = FilesystemStorageProvider(root, fsync=False)
+    p.save_checkpoint(make_checkpoint(candidate, 1).model_copy(update={"session_id": candidate}))
+    created = [f.resolve() for f in root.rglob("*") if f.is_file()]
+    assert created and all(root.resolve() in f.parents for f in created)
+    assert p.list_sessions()[-1:] == [candidate] or candidate in p.list_sessions()
+    p.delete_session(candidate)
+
+
+@SETTINGS
+@given(st.lists(messages, min_size=1, max_size=6))
+def test_any_json_transcript_round_trips_exactly(transcript: list[dict[str, Any]]) -> None:
+    p = provider_from_url(f"memory://hyp-{uuid.uuid4().hex}")
+    parent = None
+    for step in range(1, len(transcript) + 1):
+        cp = make_checkpoint("h", step, parent_id=parent, messages=transcript[:step])
+        p.save_checkpoint(cp)
+        parent = cp.checkpoint_id
+    got = p.get_latest_checkpoint("h")
+    assert got is not None
+    assert json.dumps(got.messages, sort_keys=True) == json.dumps(transcript, sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"content": float("nan")},
+        {"content": math.inf},
+        {"content": b"bytes"},
+        {"content": {1, 2}},
+        {"content": "lone \udfff surrogate"},
+        {"content": object()},
+    ],
+    ids=["nan", "inf", "bytes", "set", "surrogate", "object"],
+)
+def test_unstorable_messages_are_named_at_save(tmp_path: Path, bad: dict[str, Any]) -> None:
+    p = FilesystemStorageProvider(tmp_path)
+    chain = make_chain(p, "s", 2)
+    msgs = [*chain[-1].messages, dict(bad, name="mallory", role="assistant")]
+    with pytest.raises(SerializationError, match=r"message 2 from 'mallory'"):
+        p.save_checkpoint(make_checkpoint("s", 3, parent_id=chain[-1].checkpoint_id, messages=msgs))
+    latest = p.get_latest_checkpoint("s")
+    assert latest is not None and latest.checkpoint_id == chain[-1].checkpoint_id
+
+
+@SETTINGS
+@given(st.binary(max_size=400))
+def test_random_bytes_never_escape_the_typed_errors(data: bytes) -> None:
+    for decode in (lambda: decode_record(data, "k"), lambda: decode_info_line(data, "k")):
+        try:
+            decode()
+        except (CorruptCheckpointError, UnsupportedSchemaError):
+            pass
+        except PersistencyError as exc:  # pragma: no cover - any other typed error is a finding
+            pytest.fail(f"unexpected {type(exc).__name__}: {exc}")
+
+
+@SETTINGS
+@given(json_values)
+def test_valid_json_of_the_wrong_shape_is_corrupt(value: Any) -> None:
+    data = json.dumps({"info": value, "payload": value}).encode()
+    assume(not isinstance(value, dict))
+    with pytest.raises(CorruptCheckpointError):
+        decode_record(data, "k")
+
+
+def test_a_ten_megabyte_message_round_trips(tmp_path: Path) -> None:
+    p = FilesystemStorageProvider(tmp_path)
+    huge = {"content": "z" * (10 * 1024 * 1024), "role": "assistant", "name": "bob"}
+    chain = make_chain(p, "big", 2)
+    cp = make_checkpoint("big", 3, parent_id=chain[-1].checkpoint_id, messages=[*chain[-1].messages, huge])
+    p.save_checkpoint(cp)
+    got = FilesystemStorageProvider(tmp_path).get_checkpoint("big", cp.checkpoint_id)
+    assert got.messages[-1]["content"] == huge["content"]
