@@ -18,6 +18,7 @@ JSON only: nothing on the load path can execute code.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ class Record:
     base_step: int
     messages: list[dict[str, Any]]
     deltas: dict[str, dict[str, Any]]
+    #: True for a cached copy without its messages (never used to build a transcript)
+    stripped: bool = False
 
     @property
     def checkpoint_id(self) -> str:
@@ -262,13 +265,14 @@ def decode_record(data: bytes, where: str, cipher: PayloadCipher | None = None) 
 
 
 def _resolve(delta: dict[str, Any], keyframe: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """The full value of a dedup field; a deep copy, so callers never share cached state."""
     if "full" in delta:
-        return dict(delta["full"])
+        return copy.deepcopy(delta["full"])  # type: ignore[no-any-return]
     if keyframe is None:
         raise CorruptCheckpointError(f"{where}: refers to {delta['ref']!r}, which is missing")
     out = {k: v for k, v in keyframe.items() if k not in delta.get("unset", [])}
     out.update(delta.get("set", {}))
-    return out
+    return copy.deepcopy(out)
 
 
 def _keyframe_value(delta: dict[str, Any], name: str, fetch_info: Callable[[str], dict[str, Any]],
@@ -305,6 +309,8 @@ def _short(exc: ValidationError) -> str:
 
 def _chain(record: Record, fetch: Callable[[str], Record]) -> list[Record]:
     """The record and its bases, newest first, checked for consistent lengths."""
+    if record.stripped:
+        raise RuntimeError("a cached record without messages cannot build a transcript")
     chain = [record]
     seen = {record.checkpoint_id}
     cur = record
@@ -316,6 +322,8 @@ def _chain(record: Record, fetch: Callable[[str], Record]) -> list[Record]:
             raise CorruptCheckpointError(
                 f"{cur.where}: base {cur.base!r} has step {nxt.info.get('step')}, expected {cur.base_step}"
             )
+        if nxt.stripped:
+            raise RuntimeError("a cached record without messages cannot build a transcript")
         seen.add(nxt.checkpoint_id)
         chain.append(nxt)
         cur = nxt

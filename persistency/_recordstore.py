@@ -7,6 +7,7 @@ keyframes, latest, listing) lives here once.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from abc import abstractmethod
 from collections import OrderedDict
@@ -104,14 +105,19 @@ class RecordStorageProvider(PersistencyStorageProvider):
         return data.split(b"\n", 1)[0]
 
     # -- record access with caching ---------------------------------------------------------------
-    def _record(self, session_id: str, checkpoint_id: str) -> Record:
+    def _record(self, session_id: str, checkpoint_id: str, *, messages: bool = False) -> Record:
+        """A decoded record. The cache keeps records without their messages (states and infos are
+        what repeat lookups need), so a caller that wants messages always gets its own fresh copy
+        and nothing it mutates can leak into a later load."""
         key = (session_id, checkpoint_id)
-        rec: Record | None = self._records.get(key)
-        if rec is None:
-            where = self._where(session_id, checkpoint_id)
-            rec = decode_record(self._read(session_id, checkpoint_id), where, self._cipher)
-            self._check_identity(rec.info, session_id, checkpoint_id, where)
-            self._records.put(key, rec)
+        if not messages:
+            cached: Record | None = self._records.get(key)
+            if cached is not None:
+                return cached
+        where = self._where(session_id, checkpoint_id)
+        rec = decode_record(self._read(session_id, checkpoint_id), where, self._cipher)
+        self._check_identity(rec.info, session_id, checkpoint_id, where)
+        self._records.put(key, dataclasses.replace(rec, messages=[], stripped=True))
         return rec
 
     @staticmethod
@@ -134,7 +140,10 @@ class RecordStorageProvider(PersistencyStorageProvider):
     def _lineage(self, session_id: str, checkpoint_id: str) -> Lineage:
         lin: Lineage | None = self._lineages.get((session_id, checkpoint_id))
         if lin is None:
-            lin = lineage_of(self._record(session_id, checkpoint_id), lambda c: self._record(session_id, c))
+            lin = lineage_of(
+                self._record(session_id, checkpoint_id, messages=True),
+                lambda c: self._record(session_id, c, messages=True),
+            )
             self._lineages.put((session_id, checkpoint_id), lin)
         return lin
 
@@ -160,7 +169,7 @@ class RecordStorageProvider(PersistencyStorageProvider):
         """Load one checkpoint and rebuild its full transcript from its bases."""
         sid = validate_id(session_id, "session_id")
         cid = validate_id(checkpoint_id, "checkpoint_id")
-        return materialize(self._record(sid, cid), lambda c: self._record(sid, c))
+        return materialize(self._record(sid, cid, messages=True), lambda c: self._record(sid, c, messages=True))
 
     def get_latest_checkpoint(self, session_id: str) -> Checkpoint | None:
         """The checkpoint with the greatest id, or None for an empty session."""

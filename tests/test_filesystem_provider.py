@@ -207,3 +207,14 @@ def test_bytes_stored_grow_linearly(tmp_path: Path, url_kind: str) -> None:
         "lin"
     )
     assert latest is not None and latest.messages == msgs
+
+
+def test_mutating_a_loaded_checkpoint_never_leaks_into_the_next_load(tmp_path: Path) -> None:
+    p = FilesystemStorageProvider(tmp_path)
+    chain = make_chain(p, "s", 3)
+    first = p.get_checkpoint("s", chain[-1].checkpoint_id)
+    first.messages[0]["content"] = "mutated"
+    first.agent_states["alice"]["system_message"] = "mutated"
+    first.metadata["problem"] = "mutated"
+    again = p.get_checkpoint("s", chain[-1].checkpoint_id)
+    assert again.model_dump() == chain[-1].model_dump()
