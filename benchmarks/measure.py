@@ -1,0 +1,217 @@
+"""One scenario end to end: run the chat on a backend, then measure what it left behind.
+
+Loads and listings run on a *fresh* provider instance (no record cache), after one cheap warm-up
+call that opens its connection, so they show what a new process resuming a session pays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from benchmarks.backends import Backend
+from benchmarks.chat import RunTimes, drive_provider, run_chat
+from benchmarks.stats import summarize_steps
+from benchmarks.stream import transcript, transcript_json_bytes
+from persistency.models import Checkpoint
+from persistency.provider import PersistencyStorageProvider
+
+__all__ = ["measure_list_sessions", "measure_scenario", "scenario_from_times"]
+
+
+class _ReadSpy:
+    """Counts a record provider's whole-record reads (``_read``) on one instance."""
+
+    def __init__(self, provider: PersistencyStorageProvider) -> None:
+        self.calls = 0
+        inner = getattr(provider, "_read", None)
+        self.supported = callable(inner)
+        if self.supported:
+            def spy(*args: Any, **kwargs: Any) -> Any:
+                self.calls += 1
+                return inner(*args, **kwargs)  # type: ignore[misc]
+
+            provider._read = spy  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _fresh(backend: Backend, url: str, options: dict[str, Any]) -> Iterator[PersistencyStorageProvider]:
+    p = backend.make(url, **options)
+    try:
+        p.list_checkpoints("warm-up-no-such-session")  # opens connections / client sessions
+        yield p
+    finally:
+        p.close()
+
+
+def _count(backend: Backend) -> contextlib.AbstractContextManager[Any]:
+    return backend.counter.counting() if backend.counter is not None else contextlib.nullcontext()
+
+
+def _wire(backend: Backend) -> dict[str, Any] | None:
+    return backend.counter.snapshot() if backend.counter is not None else None
+
+
+def scenario_from_times(name: str, runs: list[RunTimes], baseline_total: float, steps: int) -> dict[str, Any]:
+    """The timing part of a scenario's result, pooled over its repeated runs."""
+    saves: list[float] = []
+    intervals: list[float] = []
+    first_saves: list[float] = []
+    last_saves: list[float] = []
+    first_int: list[float] = []
+    last_int: list[float] = []
+    for r in runs:
+        s, iv = r.saves, r.step_intervals
+        saves.extend(s)
+        intervals.extend(iv)
+        first_saves += s[:100]
+        last_saves += s[-100:] if len(s) >= 200 else s[100:]
+        first_int += iv[:100]
+        last_int += iv[-100:] if len(iv) >= 200 else iv[100:]
+    totals = [r.total for r in runs]
+    return {
+        "scenario": name,
+        "steps": steps,
+        "runs": len(runs),
+        "messages": [r.messages for r in runs],
+        "save": _pooled(first_saves, last_saves, len(saves)),
+        "step_interval": _pooled(first_int, last_int, len(intervals)),
+        "total_seconds": totals,
+        "total_median": statistics.median(totals),
+        "baseline_seconds": baseline_total,
+        "overhead_ratio": statistics.median(totals) / baseline_total if baseline_total else None,
+        "save_samples_first_run": runs[0].saves,
+        "step_interval_samples_first_run": runs[0].step_intervals,
+    }
+
+
+def _pooled(first: list[float], last: list[float], count: int) -> dict[str, Any]:
+    out = summarize_steps(first + last, edge=len(first)) if first else summarize_steps([])
+    out["count"] = count
+    return out
+
+
+def measure_scenario(
+    name: str,
+    backend: Backend,
+    steps: int,
+    *,
+    baseline_total: float,
+    repeats: int = 1,
+    durability: str | None = None,
+    driver: str = "ag2",
+    load_repeats: int = 5,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run ``repeats`` chats of ``steps`` on ``backend``; measure bytes, load and list on the first."""
+    options = options or {}
+    runs: list[RunTimes] = []
+    urls: list[str] = []
+    wire_run: dict[str, Any] | None = None
+    extra: dict[str, Any] = {}
+    for i in range(repeats):
+        url = backend.fresh_url(f"{name}-{i}")
+        urls.append(url)
+        provider = backend.make(url, **options)
+        try:
+            with _count(backend) if i == 0 else contextlib.nullcontext():
+                if driver == "ag2":
+                    runs.append(run_chat(steps, provider, session_id="bench", durability=durability))
+                else:
+                    runs.append(drive_provider(steps, provider, session_id="bench"))
+            if i == 0:
+                wire_run = _wire(backend)
+                extra = backend.after_run(provider)
+        finally:
+            provider.close()
+    result = scenario_from_times(name, runs, baseline_total, steps)
+    result.update(extra)
+    result["driver"] = driver
+    result["durability"] = durability
+    url = urls[0]
+    n_saves = len(runs[0].saves)
+    if wire_run is not None:
+        result["wire_run"] = wire_run
+        result["wire_per_save"] = wire_run["round_trips"] / n_saves if n_saves else None
+    result.update(measure_storage(backend, url, steps, load_repeats=load_repeats, options=options))
+    for u in urls:
+        backend.cleanup(u)
+    return result
+
+
+def measure_storage(backend: Backend, url: str, steps: int, *, load_repeats: int = 5,
+                    options: dict[str, Any] | None = None, session_id: str = "bench") -> dict[str, Any]:
+    """Bytes stored, load-latest and list timings (fresh instances) for the session at ``url``."""
+    options = options or {}
+    out: dict[str, Any] = {}
+    stored = backend.bytes_stored(url)
+    tj = transcript_json_bytes(transcript(steps))
+    out.update(bytes_stored=stored, transcript_json_bytes=tj, bytes_ratio=stored / tj if tj else None)
+
+    loads: list[float] = []
+    loaded: Checkpoint | None = None
+    for i in range(load_repeats):
+        with _fresh(backend, url, options) as p:
+            with _count(backend) if i == 0 else contextlib.nullcontext():
+                t = time.perf_counter()
+                loaded = p.get_latest_checkpoint(session_id)
+                loads.append(time.perf_counter() - t)
+            if i == 0:
+                out["wire_load"] = _wire(backend)
+    out["load_latest"] = {"median": statistics.median(loads), "samples": loads,
+                          "checkpoint_id": loaded.checkpoint_id if loaded else None,
+                          "messages": len(loaded.messages) if loaded else 0}
+
+    lists: list[float] = []
+    count = 0
+    for i in range(max(1, load_repeats // 2 + 1)):
+        with _fresh(backend, url, options) as p:
+            spy = _ReadSpy(p)
+            with _count(backend) if i == 0 else contextlib.nullcontext():
+                t = time.perf_counter()
+                count = len(p.list_checkpoints(session_id))
+                lists.append(time.perf_counter() - t)
+            if i == 0:
+                out["wire_list"] = _wire(backend)
+                seen = out["wire_list"]["payload_seen"] if out["wire_list"] else False
+                out["list_reads_payloads"] = bool(seen or (spy.supported and spy.calls > 0))
+                out["list_whole_record_reads"] = spy.calls if spy.supported else None
+    out["list_checkpoints"] = {"median": statistics.median(lists), "samples": lists, "count": count}
+    return out
+
+
+def measure_list_sessions(backend: Backend, sessions: int, *, repeats: int = 3, threads: int = 4,
+                          make: Callable[[str], Checkpoint] | None = None) -> dict[str, Any]:
+    """Create ``sessions`` one-checkpoint sessions through the provider API, then time ``list_sessions``."""
+    from benchmarks.chat import _checkpoint
+
+    url = backend.fresh_url("sessions")
+    maker = make or (lambda sid: _checkpoint(sid, [{"content": "hi", "role": "user", "name": "alice"}], None))
+    creator = backend.make(url, **backend.bulk_options)
+    t = time.perf_counter()
+    try:
+        def create(i: int) -> None:
+            creator.save_checkpoint(maker(f"s{i:06d}"))
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(create, range(sessions)))
+    finally:
+        creator.close()
+    setup = time.perf_counter() - t
+    times: list[float] = []
+    found = 0
+    wire = None
+    for i in range(repeats):
+        with _fresh(backend, url, {}) as p, _count(backend) if i == 0 else contextlib.nullcontext():
+            t = time.perf_counter()
+            found = len(p.list_sessions())
+            times.append(time.perf_counter() - t)
+        if i == 0:
+            wire = _wire(backend)
+    backend.cleanup(url)
+    return {"sessions": sessions, "found": found, "median": statistics.median(times), "samples": times,
+            "setup_seconds": setup, "wire": wire, "url": url}

@@ -1,0 +1,183 @@
+"""The one table the benchmark prints (rich), the targets it checks, and the machine it ran on."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+__all__ = ["TARGETS", "check_targets", "machine", "render"]
+
+TARGETS = {
+    "flat": "median save of the last 100 steps <= 1.25x the first 100",
+    "linear": "bytes stored <= 2x the transcript's JSON",
+    "load_fs": "filesystem: load latest of a 1,000-step session < 50 ms",
+    "load_redis": "Redis: load latest in <= 3 round trips",
+    "load_s3": "S3: load latest in far fewer requests than steps (<= 10% of them)",
+    "list": "listing a session's checkpoints reads no message payload",
+}
+
+OURS = ("filesystem", "memory", "redis", "s3")
+
+
+def machine() -> dict[str, Any]:
+    """What this ran on: cores, CPU model, memory, Python, disk."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(ln.split()[1] for ln in f if ln.startswith("MemTotal")))
+            mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    disk = ""
+    try:
+        out = subprocess.run(["df", "-hT", "."], capture_output=True, text=True, timeout=5).stdout.splitlines()
+        disk = " ".join(out[-1].split()[:3]) if len(out) > 1 else ""
+    except (OSError, subprocess.SubprocessError):
+        pass
+    total, _used, free = shutil.disk_usage(".")
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory": mem,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "disk": disk,
+        "disk_free_gib": round(free / 2**30, 1),
+        "disk_total_gib": round(total / 2**30, 1),
+    }
+
+
+def _ms(v: float | None, digits: int = 2) -> str:
+    return "—" if v is None else f"{v * 1e3:.{digits}f}"
+
+
+def _win(d: dict[str, Any] | None, key: str) -> str:
+    if not d or d.get("count", 0) < 2 or not d["first"]["n"]:
+        return "—"
+    first, last = d["first"][key], d["last"][key]
+    cell = f"{_ms(first)} → {_ms(last)}"
+    if key == "median" and d.get("ratio") is not None:
+        cell += f" ({d['ratio']:.2f}x)"
+    return cell
+
+
+def _mb(n: int | None) -> str:
+    return "—" if n is None else (f"{n / 1e6:.1f}" if n >= 1e5 else f"{n / 1e6:.3f}")
+
+
+def _wire_cell(r: dict[str, Any]) -> str:
+    parts = []
+    if r.get("wire_per_save") is not None:
+        parts.append(f"{r['wire_per_save']:.2f}")
+    for key in ("wire_load", "wire_list"):
+        w = r.get(key)
+        if w is not None:
+            parts.append(str(w["round_trips"]))
+    return " / ".join(parts) if parts else "—"
+
+
+def check_targets(rows: list[dict[str, Any]], steps: int) -> dict[str, dict[str, Any]]:
+    """Each target per provider row: ok (True/False), the value, and the limit."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        name = r["scenario"]
+        backend = r.get("backend")
+        if backend not in OURS or r.get("error"):
+            continue
+        res: dict[str, Any] = {}
+        if r.get("durability") in (None, "sync"):
+            ratio = r["save"].get("ratio")
+            if ratio is not None:
+                res["flat"] = {"ok": ratio <= 1.25, "value": round(ratio, 3), "limit": 1.25}
+            res["linear"] = {"ok": r["bytes_ratio"] <= 2, "value": round(r["bytes_ratio"], 3), "limit": 2}
+            res["list"] = {"ok": not r.get("list_reads_payloads"), "value": r.get("list_reads_payloads")}
+            load = r["load_latest"]["median"]
+            if backend == "filesystem":
+                res["load_fs"] = {"ok": load < 0.050, "value_ms": round(load * 1e3, 2), "limit_ms": 50}
+            if backend == "redis" and r.get("wire_load"):
+                rt = r["wire_load"]["round_trips"]
+                res["load_redis"] = {"ok": rt <= 3, "value": rt, "limit": 3}
+            if backend == "s3" and r.get("wire_load"):
+                rq = r["wire_load"]["round_trips"]
+                res["load_s3"] = {"ok": rq <= steps / 10, "value": rq, "limit": steps / 10}
+        out[name] = res
+    return out
+
+
+def _verdicts(res: dict[str, Any]) -> str:
+    marks = {"flat": "flat", "linear": "lin", "list": "list", "load_fs": "load", "load_redis": "load",
+             "load_s3": "load"}
+    return " ".join(f"{marks[k]}{'✓' if v['ok'] else '✗'}" for k, v in res.items())
+
+
+def render(result: dict[str, Any]) -> Any:
+    """The rich Table of one run's results."""
+    from rich.table import Table
+
+    steps = result["steps"]
+    m = result["machine"]
+    title = (f"ag2-persistency benchmark — {steps} steps, 3 agents, ~500-char messages, round robin "
+             f"(driver: {result['driver']})")
+    caption = (f"{m['nproc']} cores · {m['cpu']} · {m['memory']} · Python {m['python']} · {m['disk']}\n"
+               "save/step: median (and p99) ms over the first → last 100 steps (ratio of medians). "
+               "e2e: chat wall time ÷ the same chat without persistence. bytes: stored ÷ transcript JSON. "
+               "load/list: fresh provider, cold cache, median ms. wire: round trips (Redis) or requests (S3) "
+               "per save / for one load / for one listing. sessions: list_sessions over "
+               f"{result.get('sessions', 0):,} sessions, ms (requests).")
+    table = Table(title=title, caption=caption, show_lines=False, header_style="bold")
+    for col, just in (("scenario", "left"), ("save ms median", "right"), ("save ms p99", "right"),
+                      ("step ms median", "right"), ("e2e x", "right"), ("stored MB (x json)", "right"),
+                      ("load ms", "right"), ("list ms (n)", "right"), ("wire save/load/list", "right"),
+                      ("sessions ms", "right"), ("targets", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    targets = result.get("targets", {})
+    sessions = result.get("list_sessions", {})
+    for r in result["rows"]:
+        name = r["scenario"]
+        if r.get("error"):
+            table.add_row(name, f"[yellow]{r['error']}[/]", *[""] * 9)
+            continue
+        stored = r.get("bytes_stored")
+        cell_bytes = "—"
+        if stored is not None:
+            cell_bytes = f"{_mb(stored)} ({r['bytes_ratio']:.2f}x)" if r.get("bytes_ratio") else _mb(stored)
+            if r.get("bytes_extrapolated"):
+                cell_bytes = f"~{_mb(r['bytes_extrapolated'])} ({r['bytes_extrapolated_ratio']:.0f}x)*"
+        e2e = "—" if r.get("overhead_ratio") is None else f"{r['overhead_ratio']:.1f}"
+        load = r.get("load_latest", {}).get("median")
+        lst = r.get("list_checkpoints", {})
+        list_cell = "—" if not lst else f"{_ms(lst['median'])} ({lst.get('count', '?')})"
+        if r.get("list_reads_payloads"):
+            list_cell += " payload!"
+        s = sessions.get(r.get("backend", ""), {}) if r.get("durability") in (None, "sync") else {}
+        s_cell = "—"
+        if s.get("median") is not None:
+            s_cell = _ms(s["median"], 1)
+            if s.get("wire"):
+                s_cell += f" ({s['wire']['round_trips']})"
+        elif s.get("error"):
+            s_cell = "err"
+        table.add_row(
+            name,
+            _win(r.get("save"), "median"),
+            _win(r.get("save"), "p99"),
+            _win(r.get("step_interval"), "median"),
+            e2e,
+            cell_bytes,
+            _ms(load),
+            list_cell,
+            _wire_cell(r),
+            s_cell,
+            _verdicts(targets.get(name, {})),
+        )
+    return table
