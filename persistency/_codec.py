@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from persistency.errors import CorruptCheckpointError, EncryptionError, SerializationError
-from persistency.models import Checkpoint, CheckpointInfo, check_schema_version
+from persistency.models import Checkpoint, CheckpointInfo, check_schema_version, migrate
 
 if TYPE_CHECKING:
     from persistency.encryption import PayloadCipher
@@ -214,9 +214,9 @@ def _check_delta(value: Any, where: str, name: str) -> dict[str, Any]:
 def _check_info(info: Any, where: str) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise CorruptCheckpointError(f"{where}: 'info' is not an object")
-    check_schema_version(info.get("schema_version"), where)
-    _check_delta(info.get("metadata"), where, "metadata")
-    return info
+    migrated, _ = migrate(info, None, where)
+    _check_delta(migrated.get("metadata"), where, "metadata")
+    return migrated
 
 
 def decode_info_line(line: bytes, where: str) -> dict[str, Any]:
@@ -238,17 +238,23 @@ def decode_record(data: bytes, where: str, cipher: PayloadCipher | None = None) 
     obj = _loads(data, where)
     if not isinstance(obj, dict) or not isinstance(obj.get("payload"), dict):
         raise CorruptCheckpointError(f"{where}: not a checkpoint record (no 'payload' object)")
-    info = _check_info(obj.get("info"), where)
+    raw_info = obj.get("info")
+    if not isinstance(raw_info, dict):
+        raise CorruptCheckpointError(f"{where}: 'info' is not an object")
+    check_schema_version(raw_info.get("schema_version"), where)  # a newer one fails before any work
     p = obj["payload"]
     if "sealed" in p:
         if cipher is None:
             raise EncryptionError(f"{where}: payload is encrypted; give the provider its encryption_key")
         if not isinstance(p["sealed"], dict):
             raise CorruptCheckpointError(f"{where}: 'sealed' is not an object")
-        p = _loads(cipher.open(p["sealed"], str(info.get("session_id")), str(info.get("checkpoint_id")), where),
+        p = _loads(cipher.open(p["sealed"], str(raw_info.get("session_id")), str(raw_info.get("checkpoint_id")), where),
                    where)
         if not isinstance(p, dict):
             raise CorruptCheckpointError(f"{where}: decrypted payload is not an object")
+    raw_info, migrated = migrate(raw_info, p, where)
+    p = migrated if migrated is not None else p
+    info = _check_info(raw_info, where)
     if p.get("format") != FORMAT:
         raise CorruptCheckpointError(f"{where}: unknown record format {p.get('format')!r}")
     base, base_step, messages = p.get("base"), p.get("base_step"), p.get("messages")

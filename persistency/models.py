@@ -7,6 +7,7 @@ return the materialized model on load. `CheckpointInfo` is the same without payl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -90,6 +91,29 @@ class Checkpoint(CheckpointInfo):
         """This checkpoint without its payloads."""
         data = {name: getattr(self, name) for name in CheckpointInfo.model_fields}
         return CheckpointInfo.model_construct(**data)
+
+
+Migration = Callable[[dict[str, Any], "dict[str, Any] | None"], "tuple[dict[str, Any], dict[str, Any] | None]"]
+MIGRATIONS: dict[int, Migration] = {}
+"""Upgrades of a stored record from schema N to N+1: ``(info, payload or None) -> (info, payload)``.
+
+Raw dicts in, raw dicts out (JSON only); applied on read, so old sessions load without rewriting.
+"""
+
+
+def migrate(info: dict[str, Any], payload: dict[str, Any] | None, where: str) -> tuple[
+    dict[str, Any], dict[str, Any] | None
+]:
+    """Bring a raw record up to `SCHEMA_VERSION`; refuse a newer one with `UnsupportedSchemaError`."""
+    version = check_schema_version(info.get("schema_version"), where)
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise UnsupportedSchemaError(f"{where}: no migration from schema_version {version}")
+        info, payload = step(dict(info), None if payload is None else dict(payload))
+        version += 1
+        info["schema_version"] = version
+    return info, payload
 
 
 def check_schema_version(version: object, where: str) -> int:

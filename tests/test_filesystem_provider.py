@@ -218,3 +218,23 @@ def test_mutating_a_loaded_checkpoint_never_leaks_into_the_next_load(tmp_path: P
     first.metadata["problem"] = "mutated"
     again = p.get_checkpoint("s", chain[-1].checkpoint_id)
     assert again.model_dump() == chain[-1].model_dump()
+
+
+def test_older_schema_is_migrated_on_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import persistency.models as models
+
+    p = FilesystemStorageProvider(tmp_path)
+    chain = make_chain(p, "old", 2)  # written as schema 1
+
+    def one_to_two(info: dict, payload: dict | None) -> tuple[dict, dict | None]:  # type: ignore[type-arg]
+        meta = info["metadata"]
+        if "full" in meta:
+            meta["full"] = {"task": meta["full"].pop("problem")}
+        return info, payload
+
+    monkeypatch.setattr(models, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(models.MIGRATIONS, 1, one_to_two)
+    got = FilesystemStorageProvider(tmp_path).get_checkpoint("old", chain[-1].checkpoint_id)
+    assert got.schema_version == 2 and got.metadata == {"task": "2+2"}
+    assert got.messages == chain[-1].messages
+    assert [i.metadata for i in FilesystemStorageProvider(tmp_path).list_checkpoints("old")] == [{"task": "2+2"}] * 2
