@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -218,29 +217,18 @@ def summarize_runs(infos: list[CheckpointInfo]) -> list[RunSummary]:
 
 
 # -- secrets --------------------------------------------------------------------------------------
-_SECRET_KEY = re.compile(
-    r"(?:.*_)?api[_-]?key|aws_.*(?:key|token)|azure_ad_token(?:_provider)?|gcp_auth_token|credentials?"
-    r"|.*secret.*|.*password.*|(?:proxy-)?authorization|x-api-key|(?:.*_)?(?:access|auth|refresh|id)_token|token",
-    re.IGNORECASE,
-)
-REDACTED = "<redacted>"
+def redact_for_display(data: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint dump with its states and metadata passed through the feature's `redact` again.
 
-
-def redact_for_display(value: Any) -> Any:
-    """A copy of ``value`` with every secret-looking key's value masked.
-
-    The feature never stores secrets; this is a second guard so that a store written by other code
-    cannot leak a key onto a screen or into a pasted log.
+    The feature never stores secrets; this second guard keeps a store written by other code from
+    leaking a key onto a screen or into a pasted log. The transcript is shown as stored.
     """
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            secret = isinstance(k, str) and _SECRET_KEY.fullmatch(k) is not None
-            out[k] = REDACTED if secret and v not in (None, "", False) else redact_for_display(v)
-        return out
-    if isinstance(value, list):
-        return [redact_for_display(v) for v in value]
-    return value
+    from persistency.redaction import redact
+
+    out = dict(data)
+    for name in ("agent_states", "manager_state", "metadata"):
+        out[name] = redact(data.get(name) or {})
+    return out
 
 
 # -- progress and listing ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from persistency.cli._common import JsonOption, UrlOption
+from persistency.cli._common import JsonOption, UrlOption, open_provider, require_session, resolve_checkpoint
 from persistency.errors import PersistencyError
 
 __all__ = ["continue_"]
@@ -22,4 +22,7 @@ def continue_(
     as_json: JsonOption = False,
 ) -> None:
     """Rebuild the chat from a checkpoint and run N more rounds, saved as a new run of the session."""
-    raise PersistencyError("continue is not available yet")
+    with open_provider(url) as provider:
+        infos = require_session(provider, session, url)
+        resolve_checkpoint(provider, session, checkpoint, infos)
+        raise PersistencyError("continue is not available yet")

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from persistency.cli._common import (
     JsonOption,
+    checkpoint_ids,
     emit_json,
     open_provider,
     out_console,
@@ -29,7 +30,7 @@ from persistency.models import CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
 from persistency.registry import redact_url
 
-__all__ = ["CopyResult", "copy", "copy_checkpoints", "parents_first"]
+__all__ = ["CopyResult", "copy", "copy_checkpoints", "parents_first", "readable_infos"]
 
 
 @dataclass
@@ -108,6 +109,26 @@ def copy_checkpoints(
     return result
 
 
+def readable_infos(
+    src: PersistencyStorageProvider, session_id: str
+) -> tuple[list[CheckpointInfo], list[tuple[str, str]]]:
+    """The session's checkpoint infos and, when its listing fails on a damaged record, the ones that fail.
+
+    A damaged record must not stop the rest of a session from being copied (or rescued).
+    """
+    try:
+        return src.list_checkpoints(session_id), []
+    except PersistencyError:
+        infos: list[CheckpointInfo] = []
+        failed: list[tuple[str, str]] = []
+        for cid in checkpoint_ids(src, session_id):
+            try:
+                infos.append(src.get_checkpoint(session_id, cid).info())
+            except PersistencyError as exc:
+                failed.append((cid, str(exc)))
+        return infos, failed
+
+
 def copy(
     src_url: Annotated[str, typer.Argument(metavar="SRC_URL", help="Store to copy from.", show_default=False)],
     dst_url: Annotated[str, typer.Argument(metavar="DST_URL", help="Store to copy to.", show_default=False)],
@@ -124,16 +145,18 @@ def copy(
     """
     results: list[CopyResult] = []
     with open_provider(src_url) as src, open_provider(dst_url) as dst:
-        if session:
-            plans = [(sid, require_session(src, sid, src_url)) for sid in session]
-        else:
-            plans = [(sid, src.list_checkpoints(sid)) for sid in src.list_sessions()]
-        total = sum(len(infos) for _, infos in plans)
+        for sid in session or []:
+            if not checkpoint_ids(src, sid):
+                require_session(src, sid, src_url)  # raises: no such session
+        plans = [(sid, *readable_infos(src, sid)) for sid in (session or src.list_sessions())]
+        total = sum(len(infos) for _, infos, _ in plans)
         with progress_bar(disable=as_json) as progress:
             task = progress.add_task(f"{redact_url(src_url)} -> {redact_url(dst_url)}", total=total)
-            for sid, infos in plans:
+            for sid, infos, unreadable in plans:
                 progress.update(task, description=f"copying {sid}")
-                results.append(copy_checkpoints(src, dst, sid, infos, advance=lambda: progress.advance(task)))
+                result = copy_checkpoints(src, dst, sid, infos, advance=lambda: progress.advance(task))
+                result.failed = sorted(unreadable + result.failed)
+                results.append(result)
     failed = [(r.session_id, c, m) for r in results for c, m in r.failed]
     if as_json:
         emit_json({"sessions": [r.as_json() for r in results]})

@@ -74,8 +74,8 @@ def verify(
     Exit status 1 if any checkpoint is damaged, so it can guard a backup or a deploy.
     """
     with open_provider(url) as provider:
-        if session is not None:
-            require_session(provider, session, url)
+        if session is not None and not checkpoint_ids(provider, session):
+            require_session(provider, session, url)  # raises: no such session
         sids = [session] if session is not None else provider.list_sessions()
         checked = 0
         damaged: list[dict[str, Any]] = []

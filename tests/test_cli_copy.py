@@ -1,0 +1,117 @@
+"""``persistency copy`` between stores: complete, idempotent, parents first, deltas kept, any backend pair."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from persistency import provider_from_url
+from persistency.provider import PersistencyStorageProvider
+from persistency.testing import make_chain
+from tests.test_cli import assert_one_line_error, populate, run
+
+
+def _dump(p: PersistencyStorageProvider) -> dict[str, dict[str, object]]:
+    """Every checkpoint of the store, materialized, by session and id."""
+    return {
+        sid: {i.checkpoint_id: p.get_checkpoint(sid, i.checkpoint_id).model_dump(mode="json")
+              for i in p.list_checkpoints(sid)}
+        for sid in p.list_sessions()
+    }
+
+
+def _url(backend: str, tmp_path: Path, request: pytest.FixtureRequest, name: str) -> str:
+    if backend == "file":
+        return str(tmp_path / name)
+    if backend == "memory":
+        return f"memory://cli-{name}-{uuid.uuid4().hex}"
+    return str(request.getfixturevalue(f"{backend}_url"))
+
+
+def test_copy_everything_then_rerun_copies_nothing(tmp_path: Path) -> None:
+    src_url, dst_url = str(tmp_path / "src"), str(tmp_path / "dst")
+    src = provider_from_url(src_url)
+    populate(src)
+    r = run("copy", src_url, dst_url, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert {s["session_id"]: (s["copied"], s["skipped"]) for s in r.json()["sessions"]} == {
+        "conv-1": (10, 0), "conv-2": (2, 0)}
+    assert _dump(provider_from_url(dst_url)) == _dump(src)
+    again = run("copy", src_url, dst_url, "--json")
+    assert again.exit_code == 0
+    assert {s["session_id"]: (s["copied"], s["skipped"]) for s in again.json()["sessions"]} == {
+        "conv-1": (0, 10), "conv-2": (0, 2)}
+    table = run("copy", src_url, dst_url)
+    assert table.exit_code == 0 and "conv-1" in table.stdout and "already there" in table.stdout
+
+
+def test_destination_stores_deltas_against_copied_parents(tmp_path: Path) -> None:
+    src_url, dst_url = str(tmp_path / "src"), str(tmp_path / "dst")
+    src = provider_from_url(src_url)
+    chain = make_chain(src, "long", 40)
+    assert run("copy", src_url, dst_url).exit_code == 0
+    last = chain[-1].checkpoint_id
+    record = (tmp_path / "dst" / "long" / "checkpoints" / f"{last}.json").read_bytes()
+    payload = json.loads(record)["payload"]
+    assert payload["base"] == chain[-2].checkpoint_id
+    assert len(payload["messages"]) == 1  # only the new message, not the whole transcript
+    assert _dump(provider_from_url(dst_url)) == _dump(src)
+
+
+def test_an_interrupted_copy_is_finished_by_the_next(tmp_path: Path) -> None:
+    src_url, dst_url = str(tmp_path / "src"), str(tmp_path / "dst")
+    src, dst = provider_from_url(src_url), provider_from_url(dst_url)
+    made = populate(src)
+    for cp in made["run1"][:3]:  # as if an earlier copy died after three checkpoints
+        dst.save_checkpoint(cp)
+    r = run("copy", src_url, dst_url, "--session", "conv-1", "--json")
+    assert r.exit_code == 0
+    assert r.json()["sessions"] == [{"session_id": "conv-1", "copied": 7, "skipped": 3, "failed": []}]
+    assert provider_from_url(dst_url).list_sessions() == ["conv-1"]
+    assert _dump(provider_from_url(dst_url))["conv-1"] == _dump(src)["conv-1"]
+
+
+def test_copy_of_an_unknown_session_is_a_one_line_error(tmp_path: Path) -> None:
+    src_url = str(tmp_path / "src")
+    populate(provider_from_url(src_url))
+    assert_one_line_error(run("copy", src_url, str(tmp_path / "dst"), "-s", "nope"), "no session 'nope'")
+    assert_one_line_error(run("copy", src_url, "nosuch://x"), "unknown storage URL scheme")
+
+
+def test_copy_reports_checkpoints_it_cannot_read(tmp_path: Path) -> None:
+    src_url, dst_url = str(tmp_path / "src"), str(tmp_path / "dst")
+    chain = make_chain(provider_from_url(src_url), "s", 4)
+    (tmp_path / "src" / "s" / "checkpoints" / f"{chain[1].checkpoint_id}.json").write_bytes(b"{not json")
+    r = run("copy", src_url, dst_url, "--json")
+    assert r.exit_code == 1
+    [result] = r.json()["sessions"]
+    assert result["copied"] == 1 and {f["checkpoint_id"] for f in result["failed"]} == {
+        c.checkpoint_id for c in chain[1:]}
+
+
+PAIRS = [("file", "memory"), ("memory", "file"), ("file", "redis"), ("redis", "s3"), ("s3", "file"),
+         ("s3", "redis"), ("redis_cluster", "file")]
+
+
+@pytest.mark.parametrize(("src_backend", "dst_backend"), PAIRS, ids=[f"{a}-to-{b}" for a, b in PAIRS])
+def test_copy_between_backends(
+    src_backend: str, dst_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    src_url = _url(src_backend, tmp_path, request, "src")
+    dst_url = _url(dst_backend, tmp_path, request, "dst")
+    src = provider_from_url(src_url)
+    try:
+        populate(src)
+        first = run("copy", src_url, dst_url, "--json")
+        assert first.exit_code == 0, first.stderr
+        assert sum(s["copied"] for s in first.json()["sessions"]) == 12
+        with provider_from_url(dst_url) as dst:
+            assert _dump(dst) == _dump(src)
+        again = run("copy", src_url, dst_url, "--json")
+        assert sum(s["copied"] for s in again.json()["sessions"]) == 0
+        assert run("verify", "-u", dst_url).exit_code == 0
+    finally:
+        src.close()
