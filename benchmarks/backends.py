@@ -38,18 +38,22 @@ class Backend:
     make: Callable[..., PersistencyStorageProvider] = provider_from_url
     #: frees what a URL holds once measured (keeps in-process stores small)
     cleanup: Callable[[str], None] = lambda url: None
+    #: bytes the storage really allocates for a URL (disk blocks), where that differs from the content
+    allocated: Callable[[str], int] | None = None
     #: extra facts to record about a provider after a run (e.g. the snapshot store's cap)
     after_run: Callable[[PersistencyStorageProvider], dict[str, Any]] = lambda provider: {}
 
 
-def _du(path: Path) -> int:
+def _du(path: Path, *, blocks: bool = False) -> int:
+    """Apparent size of every file under ``path`` (or, with ``blocks``, the disk space allocated)."""
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for f in files:
             try:
-                total += os.lstat(os.path.join(dirpath, f)).st_size
+                st = os.lstat(os.path.join(dirpath, f))
             except FileNotFoundError:
-                pass
+                continue
+            total += st.st_blocks * 512 if blocks else st.st_size
     return total
 
 
@@ -60,6 +64,7 @@ def filesystem_backend(workdir: Path) -> Backend:
         return str(workdir / f"fs-{tag}-{uuid.uuid4().hex[:6]}")
 
     return Backend("filesystem", fresh, lambda url: _du(Path(url)), bulk_options={"fsync": False},
+                   allocated=lambda url: _du(Path(url), blocks=True),
                    cleanup=lambda url: shutil.rmtree(url, ignore_errors=True))
 
 
@@ -79,6 +84,7 @@ def snapshot_backend(workdir: Path, cap_bytes: int | None) -> Backend:
                 "snapshot_stopped_at_step": provider.stopped_at_step, "snapshot_cap_bytes": cap_bytes}
 
     return Backend("snapshot", fresh, lambda url: _du(Path(url)), make=make, after_run=after,
+                   allocated=lambda url: _du(Path(url), blocks=True),
                    cleanup=lambda url: shutil.rmtree(url, ignore_errors=True))
 
 

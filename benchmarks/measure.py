@@ -151,6 +151,8 @@ def measure_storage(backend: Backend, url: str, steps: int, *, load_repeats: int
     stored = backend.bytes_stored(url)
     tj = transcript_json_bytes(transcript(steps))
     out.update(bytes_stored=stored, transcript_json_bytes=tj, bytes_ratio=stored / tj if tj else None)
+    if backend.allocated is not None:
+        out["bytes_allocated"] = backend.allocated(url)
 
     loads: list[float] = []
     loaded: Checkpoint | None = None
