@@ -1,0 +1,190 @@
+"""Capture and restore: AG2 objects to checkpoint state and back, with no storage I/O.
+
+Capture reads what a checkpoint keeps of each agent and of the manager (secrets redacted, JSON
+only). Restore rebuilds every agent's conversation with the manager from the transcript, the way
+AG2's own loop built it (speaker -> manager, manager -> everyone else), so per-agent histories are
+never stored twice. Nothing here fires the feature's step hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
+
+from persistency import termination
+from persistency.redaction import redact, redact_llm_config, secret_values
+
+__all__ = [
+    "agent_state",
+    "chat_secrets",
+    "groupchat_state",
+    "manager_base_state",
+    "restore_histories",
+    "speaker_selection_state",
+]
+
+_AG2_CLASSES = frozenset({"ConversableAgent", "AssistantAgent", "UserProxyAgent", "GroupChatManager"})
+
+
+def _class_name(agent: object) -> str:
+    cls = type(agent)
+    return cls.__name__ if cls.__module__.startswith("autogen.") and cls.__name__ in _AG2_CLASSES else (
+        f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _json_text(value: Any) -> Any:
+    """A system message / description / default reply as JSON (str, list of parts, or a description)."""
+    return redact(value)
+
+
+def agent_state(agent: Agent, *, participant: bool = True) -> dict[str, Any]:
+    """What a checkpoint keeps of one agent: configuration, redacted, JSON only."""
+    state: dict[str, Any] = {
+        "name": agent.name,
+        "class": _class_name(agent),
+        "participant": participant,
+        "description": _json_text(getattr(agent, "description", None)),
+    }
+    if isinstance(agent, ConversableAgent):
+        state.update(
+            {
+                "system_message": _json_text(agent.system_message),
+                "llm_config": redact_llm_config(agent.llm_config),
+                "human_input_mode": agent.human_input_mode,
+                "termination": termination.describe(getattr(agent, "_is_termination_msg", None)),
+                "code_execution_config": redact(agent._code_execution_config),
+                "max_consecutive_auto_reply": agent._max_consecutive_auto_reply,
+                "default_auto_reply": _json_text(agent._default_auto_reply),
+            }
+        )
+    return state
+
+
+def speaker_selection_state(method: Any) -> Any:
+    """The speaker selection method as JSON: its name, or ``{"custom": qualname}`` for a function."""
+    if isinstance(method, str):
+        return method
+    name = getattr(method, "__qualname__", None) or type(method).__qualname__
+    return {"custom": str(name), "module": str(getattr(method, "__module__", "?")), "restorable": False}
+
+
+def groupchat_state(groupchat: GroupChat) -> dict[str, Any]:
+    """The group chat's settings a rebuild needs (participants in order, selection, limits)."""
+    allow_repeat = groupchat.allow_repeat_speaker
+    transitions = groupchat.allowed_or_disallowed_speaker_transitions
+    return {
+        "agents": [a.name for a in groupchat.agents],
+        "max_round": groupchat.max_round,
+        "admin_name": groupchat.admin_name,
+        "speaker_selection_method": speaker_selection_state(groupchat.speaker_selection_method),
+        "allow_repeat_speaker": (
+            [a.name for a in allow_repeat] if isinstance(allow_repeat, list) else allow_repeat
+        ),
+        "allowed_or_disallowed_speaker_transitions": (
+            {str(getattr(k, "name", k)): [str(getattr(a, "name", a)) for a in v] for k, v in transitions.items()}
+            if transitions
+            else None
+        ),
+        "speaker_transitions_type": groupchat.speaker_transitions_type,
+        "func_call_filter": groupchat.func_call_filter,
+        "send_introductions": groupchat.send_introductions,
+        "enable_clear_history": groupchat.enable_clear_history,
+        "max_retries_for_selecting_speaker": groupchat.max_retries_for_selecting_speaker,
+        "role_for_select_speaker_messages": groupchat.role_for_select_speaker_messages,
+    }
+
+
+def manager_base_state(manager: GroupChatManager, groupchat: GroupChat) -> dict[str, Any]:
+    """The manager's state that does not change during a run (the counters are added per step)."""
+    return {
+        "name": manager.name,
+        "class": _class_name(manager),
+        "description": _json_text(manager.description),
+        "system_message": _json_text(manager.system_message),
+        "llm_config": redact_llm_config(manager.llm_config),
+        "termination": termination.describe(getattr(manager, "_is_termination_msg", None)),
+        "groupchat": groupchat_state(groupchat),
+        "max_round": groupchat.max_round,
+        "speaker_selection_method": speaker_selection_state(groupchat.speaker_selection_method),
+    }
+
+
+def chat_secrets(manager: GroupChatManager, agents: Iterable[Agent]) -> frozenset[str]:
+    """Every secret in the chat's llm_configs, to scrub from free text (error messages) before storing."""
+    configs = [getattr(a, "llm_config", None) for a in agents]
+    configs.append(manager.llm_config)
+    gc = getattr(manager, "groupchat", None)
+    if gc is not None:
+        configs.append(getattr(gc, "select_speaker_auto_llm_config", None))
+    return secret_values(*configs)
+
+
+def _replay(
+    message: dict[str, Any],
+    speaker: Agent | None,
+    manager: GroupChatManager,
+    recipients: Sequence[Agent],
+    *,
+    broadcast: bool = True,
+) -> None:
+    """Put one transcript message into the histories the way the group chat loop did."""
+    if isinstance(speaker, ConversableAgent) and speaker is not manager:
+        speaker._append_oai_message(message, manager, role="assistant", name=speaker.name)
+        manager._append_oai_message(message, speaker, role="user", name=speaker.name)
+    if broadcast:
+        for agent in recipients:
+            if agent is not speaker and isinstance(agent, ConversableAgent):
+                manager._append_oai_message(message, agent, role="assistant", name=manager.name)
+                agent._append_oai_message(message, manager, role="user", name=manager.name)
+
+
+def restore_histories(
+    manager: GroupChatManager,
+    groupchat: GroupChat,
+    agents_by_name: Mapping[str, Agent],
+    history: Sequence[dict[str, Any]],
+    *,
+    pending: dict[str, Any] | None = None,
+    keep_opening_from: Agent | None = None,
+) -> dict[str, Any] | None:
+    """Reset the transcript and every agent's conversation with the manager to ``history``.
+
+    ``history`` is replayed as fully broadcast. ``pending`` (continuing a run) is the last saved
+    message, replayed only as its speaker's send: the loop appends and broadcasts it again, without a
+    checkpoint. ``keep_opening_from`` (a new run) keeps the message that agent just sent to the
+    manager as the last one of their conversation. Returns the message the loop starts with.
+    """
+    participants = list(groupchat.agents)
+    everyone: list[Agent] = list(participants)
+    for agent in agents_by_name.values():
+        if agent not in everyone:
+            everyone.append(agent)
+    opening_pair: tuple[dict[str, Any], dict[str, Any]] | None = None
+    if isinstance(keep_opening_from, ConversableAgent):
+        mine = keep_opening_from._oai_messages.get(manager) or []
+        theirs = manager._oai_messages.get(keep_opening_from) or []
+        if mine and theirs:
+            opening_pair = (mine[-1], theirs[-1])
+    for agent in everyone:
+        if isinstance(agent, ConversableAgent) and agent is not manager:
+            agent._oai_messages[manager] = []
+            manager._oai_messages[agent] = []
+    groupchat.messages[:] = []
+    for message in history:
+        speaker = agents_by_name.get(str(message.get("name")))
+        _replay(message, speaker, manager, participants)
+    groupchat.messages.extend(history)
+    if opening_pair is not None and isinstance(keep_opening_from, ConversableAgent):
+        keep_opening_from._oai_messages[manager].append(opening_pair[0])
+        manager._oai_messages[keep_opening_from].append(opening_pair[1])
+        return opening_pair[1]
+    if pending is not None:
+        speaker = agents_by_name.get(str(pending.get("name")))
+        if speaker is None or speaker is manager:
+            return dict(pending)
+        _replay(pending, speaker, manager, participants, broadcast=False)
+        return manager._oai_messages[speaker][-1]  # type: ignore[no-any-return]
+    return None

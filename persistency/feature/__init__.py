@@ -1,0 +1,330 @@
+"""The Persistency feature: attach it to a GroupChatManager and every step of its chats is stored.
+
+Two interceptors are installed on the manager. The *before-start* one (a reply function at
+position 0, sync and async) applies the run's `ResumePolicy`: it loads what the policy needs,
+restores the transcript and every agent's history, then runs AG2's own group-chat loop on a wrapped
+shallow copy of the group chat. The *after-step* one (the copy's ``append``) stores a checkpoint
+after every message, before the next speaker runs. A run ends with a "run_end" checkpoint saying
+why (termination message, max rounds, error, cancelled, superseded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Literal
+
+from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
+
+from persistency._capture import chat_secrets, restore_histories
+from persistency.errors import CheckpointNotFoundError, PersistencyError, ResumeError, SerializationError
+from persistency.feature._plan import Incoming, RunPlan, needs, plan_run
+from persistency.feature._run import Run
+from persistency.feature._writer import LostCheckpoint, OnError, RunWriter
+from persistency.ids import parse_checkpoint_id, validate_id
+from persistency.models import Checkpoint, CheckpointInfo
+from persistency.policies import ResumePolicy
+from persistency.provider import PersistencyStorageProvider
+
+__all__ = ["Durability", "LostCheckpoint", "OnError", "Persistency"]
+
+log = logging.getLogger("persistency")
+
+Durability = Literal["sync", "async", "exit"]
+_DURABILITIES = ("sync", "async", "exit")
+
+
+class Persistency:
+    """Checkpoints a GroupChatManager's chats after every step and resumes them under a policy.
+
+    Args:
+        provider: where checkpoints go (`provider_from_url`).
+        session_id: the conversation; every run of the manager is stored under it.
+        policy: the policy of every run (default `ResumePolicy.resume_latest()`); `next_run`
+            overrides it for one run.
+        metadata: JSON stored with every checkpoint (never a secret).
+        durability: "sync" (default: a step is stored before the next speaker runs), "async"
+            (a bounded background writer, flushed at the run's end; a failed write stops the chat
+            at the next step) or "exit" (only the run's end is stored).
+        on_error: "raise" (default: a checkpoint that cannot be stored stops the chat with the
+            provider's `PersistencyError`) or "continue" (the chat goes on; `lost_checkpoints`
+            lists what was not stored, and the next stored checkpoint carries the missing messages).
+        max_pending: the background writer's queue bound ("async" durability).
+    """
+
+    def __init__(
+        self,
+        provider: PersistencyStorageProvider,
+        session_id: str,
+        *,
+        policy: ResumePolicy | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        durability: Durability = "sync",
+        on_error: OnError = "raise",
+        max_pending: int = 64,
+    ) -> None:
+        if not isinstance(provider, PersistencyStorageProvider):
+            raise TypeError(f"provider must be a PersistencyStorageProvider, not {type(provider).__name__}")
+        if durability not in _DURABILITIES:
+            raise ValueError(f"durability must be one of {', '.join(_DURABILITIES)}, not {durability!r}")
+        if on_error not in ("raise", "continue"):
+            raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
+        self.provider = provider
+        self.session_id = validate_id(session_id, "session_id")
+        self.policy = policy or ResumePolicy.resume_latest()
+        self.metadata = _json_metadata(metadata)
+        self.durability: Durability = durability
+        self.on_error: OnError = on_error
+        self.max_pending = max_pending
+        self._next_policy: ResumePolicy | None = None
+        self._manager: GroupChatManager | None = None
+        self._hooks: tuple[Callable[..., Any], Callable[..., Any]] | None = None
+        self._active: Run | None = None
+        self._last_checkpoint_id: str | None = None
+        self._last_run_id: str | None = None
+        self._lost: list[LostCheckpoint] = []
+
+    def __repr__(self) -> str:
+        return f"Persistency({self.provider!r}, session_id={self.session_id!r}, policy={self.policy})"
+
+    # -- public surface ---------------------------------------------------------------------------------
+    @property
+    def manager(self) -> GroupChatManager | None:
+        """The manager this feature is attached to, if any."""
+        return self._manager
+
+    @property
+    def last_checkpoint_id(self) -> str | None:
+        """The id of the last checkpoint this feature stored."""
+        return self._last_checkpoint_id
+
+    @property
+    def last_run_id(self) -> str | None:
+        """The run id of the last run this feature started."""
+        return self._last_run_id
+
+    @property
+    def lost_checkpoints(self) -> list[LostCheckpoint]:
+        """Checkpoints not stored while chats went on (``on_error="continue"``), oldest first."""
+        return list(self._lost)
+
+    def attach(self, manager: GroupChatManager) -> Persistency:
+        """Install the interceptors on ``manager``; returns the feature (usable as a context manager)."""
+        if not isinstance(manager, GroupChatManager):
+            raise TypeError(f"attach() takes a GroupChatManager, not {type(manager).__name__}")
+        if self._manager is not None:
+            if self._manager is manager:
+                return self
+            raise PersistencyError("this Persistency is attached to another manager; detach() it first")
+        for entry in manager._reply_func_list:
+            if getattr(entry["reply_func"], "__name__", "") == "persistency_before_start":
+                raise PersistencyError(f"manager {manager.name!r} already has a Persistency attached")
+
+        def persistency_before_start(
+            recipient: ConversableAgent, messages: list[dict[str, Any]] | None = None,
+            sender: Agent | None = None, config: Any = None,
+        ) -> tuple[bool, Any]:
+            return self._before_start(recipient, messages, sender)
+
+        async def a_persistency_before_start(
+            recipient: ConversableAgent, messages: list[dict[str, Any]] | None = None,
+            sender: Agent | None = None, config: Any = None,
+        ) -> tuple[bool, Any]:
+            return await self._a_before_start(recipient, messages, sender)
+
+        manager.register_reply([Agent, None], persistency_before_start, position=0)
+        manager.register_reply(
+            [Agent, None], a_persistency_before_start, position=0, ignore_async_in_sync_chat=True
+        )
+        self._hooks = (persistency_before_start, a_persistency_before_start)
+        self._manager = manager
+        return self
+
+    def detach(self) -> None:
+        """Remove the interceptors; the manager behaves as plain AG2 again. Idempotent."""
+        if self._manager is not None and self._hooks is not None:
+            self._manager._reply_func_list[:] = [
+                e for e in self._manager._reply_func_list if e["reply_func"] not in self._hooks
+            ]
+        self._manager = None
+        self._hooks = None
+
+    def next_run(self, policy: ResumePolicy) -> Persistency:
+        """Use ``policy`` for the next run only; later runs use the feature's policy again."""
+        if not isinstance(policy, ResumePolicy):
+            raise TypeError("next_run() takes a ResumePolicy")
+        self._next_policy = policy
+        return self
+
+    def checkpoints(self, run_id: str | None = None) -> list[CheckpointInfo]:
+        """This session's checkpoints, oldest first, without payloads."""
+        return self.provider.list_checkpoints(self.session_id, run_id=run_id)
+
+    def latest(self) -> Checkpoint | None:
+        """This session's latest checkpoint, or None."""
+        return self.provider.get_latest_checkpoint(self.session_id)
+
+    def __enter__(self) -> Persistency:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.detach()
+
+    # -- the before-start interceptor -----------------------------------------------------------------
+    def _take_policy(self) -> ResumePolicy:
+        policy = self._next_policy or self.policy
+        self._next_policy = None
+        return policy
+
+    @staticmethod
+    def _find_loop(manager: GroupChatManager, is_async: bool) -> tuple[Callable[..., Any], GroupChat] | None:
+        name = "a_run_chat" if is_async else "run_chat"
+        for entry in manager._reply_func_list:
+            if isinstance(entry["config"], GroupChat) and getattr(entry["reply_func"], "__name__", "") == name:
+                return entry["reply_func"], entry["config"]
+        return None
+
+    def _applies(self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None,
+                 sender: Agent | None) -> bool:
+        return (
+            self._active is None
+            and recipient is self._manager
+            and sender is not None
+            and bool(messages)
+        )
+
+    def _max_run_seq(self, latest: CheckpointInfo | None) -> int:
+        if latest is None:
+            return 0
+        parsed = parse_checkpoint_id(latest.checkpoint_id)
+        if parsed is not None:
+            return parsed[0]
+        seqs = [p[0] for i in self.provider.list_checkpoints(self.session_id)
+                if (p := parse_checkpoint_id(i.checkpoint_id)) is not None]
+        return max(seqs, default=0)
+
+    def _plan(self, policy: ResumePolicy, incoming: Incoming, registered: GroupChat,
+              latest: CheckpointInfo | None, target: Checkpoint | None) -> RunPlan:
+        return plan_run(
+            policy,
+            incoming=incoming,
+            latest=latest,
+            target=target,
+            max_run_seq=self._max_run_seq(latest),
+            fresh_budget=int(registered.max_round),
+        )
+
+    def _load(self, policy: ResumePolicy) -> tuple[CheckpointInfo | None, Checkpoint | None]:
+        want_latest, target_id = needs(policy)
+        if want_latest:
+            latest: CheckpointInfo | None = self.provider.get_latest_checkpoint(self.session_id)
+        else:
+            infos = self.provider.list_checkpoints(self.session_id, limit=1)
+            latest = infos[-1] if infos else None
+        target = None
+        if target_id is not None:
+            try:
+                target = self.provider.get_checkpoint(self.session_id, target_id)
+            except CheckpointNotFoundError as exc:
+                raise ResumeError(f"{policy}: no checkpoint {target_id!r} in session {self.session_id!r}") from exc
+        return latest, target
+
+    async def _aload(self, policy: ResumePolicy) -> tuple[CheckpointInfo | None, Checkpoint | None]:
+        want_latest, target_id = needs(policy)
+        if want_latest:
+            latest: CheckpointInfo | None = await self.provider.aget_latest_checkpoint(self.session_id)
+        else:
+            infos = await self.provider.alist_checkpoints(self.session_id, limit=1)
+            latest = infos[-1] if infos else None
+        target = None
+        if target_id is not None:
+            try:
+                target = await self.provider.aget_checkpoint(self.session_id, target_id)
+            except CheckpointNotFoundError as exc:
+                raise ResumeError(f"{policy}: no checkpoint {target_id!r} in session {self.session_id!r}") from exc
+        return latest, target
+
+    def _start(
+        self, manager: GroupChatManager, registered: GroupChat, messages: list[dict[str, Any]], sender: Agent,
+        plan: RunPlan, *, is_async: bool,
+    ) -> tuple[Run, list[dict[str, Any]], Agent]:
+        """Restore the plan's state into the agents and build the run (no I/O)."""
+        agents: dict[str, Agent] = {a.name: a for a in registered.agents}
+        agents.setdefault(sender.name, sender)
+        if plan.mode == "continue":
+            assert plan.pending is not None
+            speaker = agents.get(str(plan.pending.get("name")))
+            if speaker is None:
+                raise ResumeError(
+                    f"cannot continue: the last saved message is from {plan.pending.get('name')!r}, "
+                    f"which is not an agent of this group chat ({', '.join(agents)})"
+                )
+            start = restore_histories(manager, registered, agents, plan.history, pending=plan.pending)
+            assert start is not None
+            loop_messages, loop_sender = [start], speaker
+        else:
+            restore_histories(manager, registered, agents, plan.history, keep_opening_from=sender)
+            loop_messages, loop_sender = messages, sender
+        secrets = chat_secrets(manager, agents.values())
+        run = Run(self, manager, registered, plan, sender, is_async=is_async, secrets=secrets)
+        self._last_run_id = run.run_id
+        return run, loop_messages, loop_sender
+
+    def _before_start(self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None,
+                      sender: Agent | None) -> tuple[bool, Any]:
+        if not self._applies(recipient, messages, sender):
+            return False, None
+        assert isinstance(recipient, GroupChatManager) and messages and sender is not None
+        found = self._find_loop(recipient, is_async=False)
+        if found is None:
+            return False, None
+        loop, registered = found
+        policy = self._take_policy()
+        incoming = Incoming(messages[-1], sender.name)
+        latest, target = self._load(policy)
+        plan = self._plan(policy, incoming, registered, latest, target)
+        if plan.supersede is not None:
+            RunWriter(self.provider, plan.supersede.parent_id, "raise").save(plan.supersede)
+        run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=False)
+        self._active = run
+        try:
+            run.run(loop, loop_messages, loop_sender)
+        finally:
+            self._active = None
+        return True, None
+
+    async def _a_before_start(self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None,
+                              sender: Agent | None) -> tuple[bool, Any]:
+        if not self._applies(recipient, messages, sender):
+            return False, None
+        assert isinstance(recipient, GroupChatManager) and messages and sender is not None
+        found = self._find_loop(recipient, is_async=True)
+        if found is None:
+            return False, None
+        loop, registered = found
+        policy = self._take_policy()
+        incoming = Incoming(messages[-1], sender.name)
+        latest, target = await self._aload(policy)
+        plan = self._plan(policy, incoming, registered, latest, target)
+        if plan.supersede is not None:
+            await RunWriter(self.provider, plan.supersede.parent_id, "raise").asave(plan.supersede)
+        run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=True)
+        self._active = run
+        try:
+            await run.arun(loop, loop_messages, loop_sender)
+        finally:
+            self._active = None
+        return True, None
+
+
+def _json_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    data = dict(metadata or {})
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"metadata must be JSON-serialisable: {exc}") from exc
+    return data

@@ -1,0 +1,314 @@
+"""One run of a group chat under the feature: the step hook, the checkpoints it builds, the run end.
+
+The AG2 loop runs on our own shallow copy of the group chat (sharing ``messages`` and the agents),
+whose ``append`` is wrapped: after each message the copy saves a "step" checkpoint before the next
+speaker runs. In async chats the save is an awaited task (drained before the next speaker is
+selected), so storage never blocks the event loop. The hot path is flat: a snapshot of the message
+list, a small manager-state dict, and agent states computed once per run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from autogen import Agent, GroupChat, GroupChatManager
+
+from persistency._capture import agent_state, manager_base_state
+from persistency.errors import CheckpointConflictError, PersistencyError
+from persistency.feature._plan import RunPlan
+from persistency.feature._writer import BackgroundWriter, RunWriter
+from persistency.ids import checkpoint_id_for, run_id_for
+from persistency.models import SCHEMA_VERSION, Checkpoint, EndReason, utcnow
+from persistency.redaction import scrub
+
+if TYPE_CHECKING:
+    from persistency.feature import Persistency
+
+__all__ = ["Run"]
+
+log = logging.getLogger("persistency")
+_END_RETRIES = 5
+
+
+class Run:
+    """The state of one run: its plan, its writer, and the wrapped group chat the loop runs on."""
+
+    def __init__(
+        self,
+        feature: Persistency,
+        manager: GroupChatManager,
+        registered: GroupChat,
+        plan: RunPlan,
+        initiator: Agent,
+        *,
+        is_async: bool,
+        secrets: frozenset[str],
+    ) -> None:
+        self.feature = feature
+        self.manager = manager
+        self.plan = plan
+        self.is_async = is_async
+        self.secrets = secrets
+        self.run_id = run_id_for(plan.run_seq)
+        self.writer = RunWriter(feature.provider, plan.parent_id, feature.on_error)
+        self.background = (
+            BackgroundWriter(self.writer, feature.max_pending) if feature.durability == "async" else None
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._skip_next = plan.mode == "continue"
+        self.loop_appends = 0
+        self.last_speaker: str | None = None
+        participants = {a.name for a in registered.agents}
+        everyone = list(registered.agents) + ([initiator] if initiator.name not in participants else [])
+        self.agent_states = {a.name: agent_state(a, participant=a.name in participants) for a in everyone}
+        self.manager_base = manager_base_state(manager, registered)
+        self.manager_base.update(
+            {
+                "run_base_step": plan.base_step,
+                "round_budget": plan.budget,
+                "opening_step": plan.opening_step,
+                "initiator": initiator.name,
+            }
+        )
+        self.groupchat = self._loop_groupchat(registered)
+
+    # -- the group chat the loop runs on ------------------------------------------------------------
+    def _loop_groupchat(self, registered: GroupChat) -> GroupChat:
+        gc = copy.copy(registered)
+        gc.max_round = self.plan.loop_rounds
+        if self.plan.mode == "continue":
+            gc.send_introductions = False
+        original_append = gc.append
+
+        def append(message: dict[str, Any], speaker: Agent) -> None:
+            original_append(message, speaker)
+            self.on_append(speaker)
+
+        gc.append = append  # type: ignore[method-assign]
+        if self.is_async:
+            original_select = gc.a_select_speaker
+
+            async def a_select_speaker(last_speaker: Agent, selector: Any) -> Agent:
+                await self.adrain(for_capacity=True)
+                return await original_select(last_speaker, selector)
+
+            gc.a_select_speaker = a_select_speaker  # type: ignore[method-assign]
+        return gc
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def checkpoint(
+        self, *, kind: str = "step", end_reason: EndReason | None = None, error: str | None = None,
+        end_seq: int = 0, detail: str | None = None,
+    ) -> Checkpoint:
+        """A checkpoint of the current state, built without validation or deep copies (hot path)."""
+        messages = list(self.groupchat.messages)
+        step = len(messages)
+        state = dict(self.manager_base)
+        state["rounds_used"] = step - self.plan.base_step
+        state["last_speaker"] = self.last_speaker
+        if detail is not None:
+            state["end_detail"] = detail
+        return Checkpoint.model_construct(
+            schema_version=SCHEMA_VERSION,
+            checkpoint_id=checkpoint_id_for(self.plan.run_seq, step, end_seq),
+            session_id=self.feature.session_id,
+            run_id=self.run_id,
+            parent_id=self.writer.last_stored,
+            step=step,
+            kind=kind,
+            end_reason=end_reason,
+            error=error,
+            created_at=utcnow(),
+            metadata=self.feature.metadata,
+            messages=messages,
+            agent_states=self.agent_states,
+            manager_state=state,
+        )
+
+    def on_append(self, speaker: Agent) -> None:
+        """The after-step hook: one message was appended to the transcript."""
+        self.loop_appends += 1
+        self.last_speaker = speaker.name
+        if self._skip_next:  # the last saved message, appended again by a continued run
+            self._skip_next = False
+            return
+        mode = self.feature.durability
+        if mode == "exit":
+            return
+        cp = self.checkpoint()
+        if self.background is not None:
+            self.background.submit(cp, block=not self.is_async)
+        elif self.is_async:
+            previous = self._task
+            self._task = asyncio.get_running_loop().create_task(self._asave_after(previous, cp))
+        else:
+            self.writer.save(cp)
+        self.feature._last_checkpoint_id = self.writer.last_stored
+
+    async def _asave_after(self, previous: asyncio.Task[None] | None, cp: Checkpoint) -> None:
+        if previous is not None:
+            await previous
+        await self.writer.asave(cp)
+
+    async def adrain(self, *, for_capacity: bool = False) -> None:
+        """Wait for the pending save (async chats) so the next speaker runs after it is stored."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            await task
+        if self.background is not None:
+            if for_capacity:
+                if self.background.pending >= self.background.max_pending:
+                    await asyncio.to_thread(self.background.wait_capacity)
+            else:
+                await asyncio.to_thread(self.background.close)
+        self.feature._last_checkpoint_id = self.writer.last_stored
+
+    def drain(self) -> None:
+        """Flush the background writer (sync chats); raises a write error it kept."""
+        if self.background is not None:
+            self.background.close()
+        self.feature._last_checkpoint_id = self.writer.last_stored
+
+    # -- the run's end ----------------------------------------------------------------------------------
+    def loop_rounds(self) -> int:
+        """The max_round the loop was given."""
+        return int(self.groupchat.max_round)
+
+    def end_reason(self) -> tuple[EndReason, str | None]:
+        """Why a loop that returned normally stopped."""
+        messages = self.groupchat.messages
+        if messages and self.loop_appends and self.manager._is_termination_msg(messages[-1]):
+            return "termination_message", None
+        if self.loop_appends >= self.loop_rounds():
+            return "max_rounds", None
+        return "termination_message", "the group chat ended without a next speaker or reply"
+
+    def _error_text(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return scrub(text, self.secrets)[:4000]
+
+    def _end(self, reason: EndReason, exc: BaseException | None, detail: str | None) -> Checkpoint:
+        end_seq = self.plan.end_seqs.get(len(self.groupchat.messages), 0) + 1
+        return self.checkpoint(
+            kind="run_end",
+            end_reason=reason,
+            error=self._error_text(exc) if exc is not None and reason == "error" else None,
+            end_seq=end_seq,
+            detail=detail,
+        )
+
+    def _bump(self, cp: Checkpoint) -> None:
+        seq = int(cp.checkpoint_id.rsplit("-end", 1)[1]) + 1
+        cp.checkpoint_id = checkpoint_id_for(self.plan.run_seq, cp.step, seq)
+
+    def finish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
+        """Store the run_end (sync chats). With ``exc`` set, storage errors are logged, not raised."""
+        try:
+            self.drain()
+        except PersistencyError as werr:
+            if exc is None:
+                exc = werr
+                reason = "error"
+                self._finish_write(reason, exc, detail, raise_errors=False)
+                raise
+        self._finish_write(reason, exc, detail, raise_errors=exc is None)
+
+    def _finish_write(self, reason: EndReason, exc: BaseException | None, detail: str | None,
+                      *, raise_errors: bool) -> None:
+        cp = self._end(reason, exc, detail)
+        for _ in range(_END_RETRIES):
+            try:
+                self.writer.save(cp)
+                break
+            except CheckpointConflictError:
+                self._bump(cp)
+            except PersistencyError:
+                if raise_errors:
+                    raise
+                log.exception("run_end of %s in session %s not stored", self.run_id, self.feature.session_id)
+                break
+        self._done()
+
+    async def afinish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
+        """Store the run_end (async chats), through the provider's async twin."""
+        try:
+            await self.adrain()
+        except PersistencyError as werr:
+            if exc is None:
+                await self._afinish_write("error", werr, detail, raise_errors=False)
+                raise
+        await self._afinish_write(reason, exc, detail, raise_errors=exc is None)
+
+    async def _afinish_write(self, reason: EndReason, exc: BaseException | None, detail: str | None,
+                             *, raise_errors: bool) -> None:
+        cp = self._end(reason, exc, detail)
+        for _ in range(_END_RETRIES):
+            try:
+                await self.writer.asave(cp)
+                break
+            except CheckpointConflictError:
+                self._bump(cp)
+            except PersistencyError:
+                if raise_errors:
+                    raise
+                log.exception("run_end of %s in session %s not stored", self.run_id, self.feature.session_id)
+                break
+        self._done()
+
+    def abandon(self) -> None:
+        """A lost race: another worker owns this run. Stop the writer, store nothing more."""
+        if self.background is not None:
+            try:
+                self.background.close()
+            except PersistencyError:
+                pass
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._done()
+
+    def _done(self) -> None:
+        self.feature._last_checkpoint_id = self.writer.last_stored
+        self.feature._lost.extend(self.writer.lost)
+
+    # -- driving the loop ---------------------------------------------------------------------------------
+    def run(self, loop: Callable[..., Any], messages: list[dict[str, Any]], sender: Agent) -> None:
+        """Run AG2's sync loop on our group chat and store the run's end, whatever happens."""
+        try:
+            loop(self.manager, messages=messages, sender=sender, config=self.groupchat)
+        except CheckpointConflictError:
+            self.abandon()
+            raise
+        except Exception as exc:
+            self.finish("error", exc)
+            raise
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit
+            self.finish("cancelled", exc)
+            raise
+        reason, detail = self.end_reason()
+        self.finish(reason, None, detail)
+
+    async def arun(self, loop: Callable[..., Awaitable[Any]], messages: list[dict[str, Any]], sender: Agent) -> None:
+        """Run AG2's async loop on our group chat and store the run's end, whatever happens."""
+        try:
+            await loop(self.manager, messages=messages, sender=sender, config=self.groupchat)
+        except CheckpointConflictError:
+            self.abandon()
+            raise
+        except Exception as exc:
+            await self._afinish_safely("error", exc)
+            raise
+        except BaseException as exc:  # asyncio.CancelledError, KeyboardInterrupt
+            await self._afinish_safely("cancelled", exc)
+            raise
+        reason, detail = self.end_reason()
+        await self.afinish(reason, None, detail)
+
+    async def _afinish_safely(self, reason: EndReason, exc: BaseException) -> None:
+        try:
+            await self.afinish(reason, exc)
+        except BaseException:
+            log.exception("could not store the run_end of %s", self.run_id)

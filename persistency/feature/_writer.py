@@ -1,0 +1,155 @@
+"""Storing one run's checkpoints in order: parent links, the on_error policy, the background writer.
+
+`RunWriter` stores checkpoints one after another and links each to the last one actually stored
+(so a lost checkpoint never leaves a child pointing at nothing). `BackgroundWriter` is the
+"async" durability mode: a bounded queue drained by one thread, whose failures surface at the next
+step or at the flush, never silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from persistency.errors import CheckpointConflictError, PersistencyError
+from persistency.models import Checkpoint
+from persistency.provider import PersistencyStorageProvider
+
+__all__ = ["BackgroundWriter", "LostCheckpoint", "OnError", "RunWriter"]
+
+log = logging.getLogger("persistency")
+
+OnError = Literal["raise", "continue"]
+
+
+@dataclass(frozen=True)
+class LostCheckpoint:
+    """A checkpoint that could not be stored while the chat went on (``on_error="continue"``)."""
+
+    checkpoint_id: str
+    step: int
+    error: str
+
+
+class RunWriter:
+    """Saves a run's checkpoints in order, each parented to the last one stored."""
+
+    def __init__(self, provider: PersistencyStorageProvider, parent_id: str | None, on_error: OnError) -> None:
+        self.provider = provider
+        self.last_stored = parent_id
+        self.on_error = on_error
+        self.lost: list[LostCheckpoint] = []
+        self.saved = 0
+
+    def _link(self, cp: Checkpoint) -> None:
+        cp.parent_id = self.last_stored
+
+    def _failed(self, cp: Checkpoint, exc: PersistencyError) -> None:
+        if self.on_error == "raise" or isinstance(exc, CheckpointConflictError):
+            raise exc
+        self.lost.append(LostCheckpoint(cp.checkpoint_id, cp.step, str(exc)))
+        log.warning("checkpoint %s of session %s was not stored: %s", cp.checkpoint_id, cp.session_id, exc)
+
+    def save(self, cp: Checkpoint) -> None:
+        """Store ``cp`` now; raise or record the failure according to ``on_error``."""
+        self._link(cp)
+        try:
+            self.provider.save_checkpoint(cp)
+        except PersistencyError as exc:
+            self._failed(cp, exc)
+            return
+        self.last_stored = cp.checkpoint_id
+        self.saved += 1
+
+    async def asave(self, cp: Checkpoint) -> None:
+        """`save` through the provider's async twin (never blocks the event loop)."""
+        self._link(cp)
+        try:
+            await self.provider.asave_checkpoint(cp)
+        except PersistencyError as exc:
+            self._failed(cp, exc)
+            return
+        self.last_stored = cp.checkpoint_id
+        self.saved += 1
+
+
+class BackgroundWriter:
+    """A bounded FIFO of checkpoints stored by one daemon thread through a `RunWriter`."""
+
+    def __init__(self, writer: RunWriter, max_pending: int = 64) -> None:
+        self.writer = writer
+        self.max_pending = max(1, max_pending)
+        self._queue: deque[Checkpoint] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._drain, name="persistency-writer", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                cp = self._queue.popleft()
+                self._busy = True
+            try:
+                if self._error is None:
+                    self.writer.save(cp)
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def pending(self) -> int:
+        """Checkpoints queued or being written."""
+        with self._cond:
+            return len(self._queue) + (1 if self._busy else 0)
+
+    def submit(self, cp: Checkpoint, *, block: bool = True) -> None:
+        """Queue ``cp``; with ``block`` wait while the queue is full. Raises an earlier write's error."""
+        self._raise_error()
+        with self._cond:
+            while block and len(self._queue) >= self.max_pending and self._error is None:
+                self._cond.wait()
+            self._queue.append(cp)
+            self._cond.notify_all()
+
+    def wait_capacity(self) -> None:
+        """Block until the queue has room (called from a worker thread in async chats)."""
+        with self._cond:
+            while len(self._queue) >= self.max_pending and self._error is None:
+                self._cond.wait()
+        self._raise_error()
+
+    def flush(self) -> None:
+        """Block until everything queued is written; raise the first write error, if any."""
+        with self._cond:
+            while (self._queue or self._busy) and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                self._queue.clear()
+        self._raise_error()
+
+    def close(self) -> None:
+        """Flush, then stop the thread."""
+        try:
+            self.flush()
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            self._thread.join(timeout=30)
