@@ -233,15 +233,16 @@ def redact_for_display(data: dict[str, Any]) -> dict[str, Any]:
 
 # -- progress and listing ---------------------------------------------------------------------------
 def progress_bar(*, disable: bool = False) -> Progress:
-    """A rich progress bar on stderr (stdout stays clean for ``--json``)."""
+    """A rich progress bar on stderr (stdout stays clean for ``--json``); silent when not a terminal."""
+    console = err_console()
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=err_console(),
+        console=console,
         transient=True,
-        disable=disable,
+        disable=disable or not console.is_terminal,
     )
 
 

@@ -125,8 +125,14 @@ def _show_session(provider: PersistencyStorageProvider, sid: str, infos: list[Ch
         emit_json({"session_id": sid, "runs": [r.as_json() for r in runs], "checkpoints": checkpoints})
         return
     console = out_console()
-    timeline = Table("run", "from", "steps", "checkpoints", "started (UTC)", "last activity (UTC)", "outcome",
-                     title=f"session {sid}: {len(runs)} run(s)", title_justify="left")
+    timeline = Table(title=f"session {sid}: {len(runs)} run(s)", title_justify="left")
+    timeline.add_column("run", no_wrap=True)
+    timeline.add_column("from", overflow="fold")
+    timeline.add_column("steps", no_wrap=True)
+    timeline.add_column("ckpts", justify="right")
+    timeline.add_column("started (UTC)")
+    timeline.add_column("last (UTC)", overflow="fold")
+    timeline.add_column("outcome", min_width=10, overflow="fold")
     for r in runs:
         end = r.end
         outcome = _status(r)
