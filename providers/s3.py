@@ -1,0 +1,761 @@
+"""Checkpoints in S3, or any S3-compatible store (MinIO, Ceph, R2, moto), through s3fs.
+
+Layout under ``s3://BUCKET/PREFIX/``::
+
+    SESSION/checkpoints/CHECKPOINT_ID.json   # one record per checkpoint (the shared codec's bytes),
+                                             # or an empty object once a pack holds the record
+    SESSION/packs/LAST_ID.pack.gz            # a segment of a chain: its records, whole, gzipped
+    SESSION/packs/LAST_ID.index.gz           # the same segment's info lines only, for listing
+
+Why this shape:
+
+- A save is one ``PutObject`` with ``If-None-Match: *``: S3 stores it only if the key is new, so
+  of two writers racing for one id exactly one wins and the other gets `CheckpointConflictError`
+  (HTTP 412), never an overwrite. The record key stays forever (emptied, never deleted, once
+  packed), so an id stays taken, and "latest" is simply the greatest id among the record keys.
+- Packs keep reads cheap. Whenever a chain's step count crosses a multiple of ``pack_every``,
+  the writer that won that checkpoint writes the chain segment since the previous crossing as one
+  pack and one index (both create-only), and only then empties the records they hold. Loading a
+  session costs one listing plus one GET per pack and per record not yet packed, all concurrent;
+  listing reads the small indexes and the info line (a ranged GET) of unpacked records only.
+- Bytes stored stay near the transcript's size: a packed record is stored once, gzipped; its
+  per-step object is empty.
+
+Crash safety and concurrent readers: a pack is complete before any record it holds is emptied, so
+every acknowledged checkpoint is readable at every instant; a reader that finds an emptied record
+looks the id up in the packs. A writer killed mid-compaction leaves some records both whole and
+packed (a few extra bytes, never a loss). A compaction that fails is logged; the save it follows
+has already succeeded.
+
+Transient errors are retried by botocore (``retries`` in its config, standard mode, with
+backoff); s3fs's own retry loop is switched off. Connect and read timeouts are short so an outage
+surfaces in seconds as `StorageUnavailableError`, naming the URL and never a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import logging
+import os
+import re
+import threading
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from persistency._recordstore import _LRU, RecordStorageProvider
+from persistency.errors import (
+    CheckpointConflictError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    PersistencyError,
+    ProviderConfigError,
+    StorageUnavailableError,
+)
+from persistency.ids import validate_id
+from persistency.models import Checkpoint, CheckpointInfo
+from persistency.registry import redact_url
+
+__all__ = ["S3StorageProvider", "parse_s3_url"]
+
+logger = logging.getLogger("persistency.s3")
+T = TypeVar("T")
+
+_RECORDS = "checkpoints/"
+_PACKS = "packs/"
+_RECORD_SUFFIX = ".json"
+_PACK_SUFFIX = ".pack.gz"
+_INDEX_SUFFIX = ".index.gz"
+_PACK_FORMAT = "persistency-pack/1"
+_INDEX_FORMAT = "persistency-index/1"
+_INFO_RANGE = 512  # bytes read for a record's info line; read on if the line is longer
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+_AUTH_CODES = frozenset({
+    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+    "TokenRefreshRequired", "AuthorizationHeaderMalformed", "InvalidClientTokenId", "UnrecognizedClientException",
+    "AllAccessDisabled", "AccountProblem",
+})
+
+
+def _parse_bool(value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value!r} is not a positive integer")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"{value!r} is not a positive number")
+    return number
+
+
+#: URL query options and how each value is parsed (keyword arguments of the same name win).
+URL_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "endpoint_url": str,
+    "region": str,
+    "profile": str,
+    "anon": _parse_bool,
+    "requester_pays": _parse_bool,
+    "connect_timeout": _positive_float,
+    "read_timeout": _positive_float,
+    "max_attempts": _positive_int,
+    "max_concurrency": _positive_int,
+    "pack_every": _positive_int,
+    "cache_size": _positive_int,
+}
+
+
+def parse_s3_url(url: str) -> tuple[str, str, dict[str, Any]]:
+    """Split ``s3://bucket/prefix?opt=value`` into (bucket, prefix, options), with no I/O.
+
+    Raises `ProviderConfigError` for another scheme, a malformed bucket, credentials in the URL,
+    or an unknown or unparseable query option (the message names it).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ProviderConfigError(f"malformed S3 URL: {exc}") from exc
+    if parts.scheme.lower() not in ("s3", "s3a"):
+        raise ProviderConfigError(f"not an S3 URL (s3://bucket/prefix): {redact_url(url)!r}")
+    if "@" in parts.netloc:
+        raise ProviderConfigError(
+            "credentials do not belong in an S3 URL: use the standard AWS chain (environment, "
+            "~/.aws profile, instance role) or the key=/secret= keyword arguments"
+        )
+    bucket = parts.netloc
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise ProviderConfigError(
+            f"malformed S3 bucket name {bucket!r} in {redact_url(url)!r}: 3-63 characters of "
+            "lowercase letters, digits, '.' and '-'"
+        )
+    segments = [s for s in parts.path.split("/") if s]
+    if any(s in (".", "..") for s in segments):
+        raise ProviderConfigError(f"S3 prefix must not contain '.' or '..' segments: {redact_url(url)!r}")
+    options: dict[str, Any] = {}
+    for name, raw in parse_qsl(parts.query, keep_blank_values=True):
+        parser = URL_QUERY_OPTIONS.get(name)
+        if parser is None:
+            raise ProviderConfigError(
+                f"unknown S3 URL option {name!r}; known: {', '.join(sorted(URL_QUERY_OPTIONS))}"
+            )
+        if name in options:
+            raise ProviderConfigError(f"S3 URL option {name!r} given twice")
+        try:
+            options[name] = parser(raw)
+        except ValueError as exc:
+            raise ProviderConfigError(f"S3 URL option {name!r}: {exc}") from exc
+    return bucket, "/".join(segments), options
+
+
+def _error_code(exc: BaseException) -> tuple[str, int]:
+    """The S3 error code and HTTP status behind ``exc`` (s3fs keeps botocore's error as the cause)."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        response = getattr(err, "response", None)
+        if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return str(response["Error"].get("Code", "")), int(status or 0)
+    return "", 0
+
+
+@dataclass
+class _Listing:
+    """One listing of a session: record ids (with sizes; 0 = packed) and packs (name -> ETag)."""
+
+    records: dict[str, int] = field(default_factory=dict)
+    packs: dict[str, str] = field(default_factory=dict)
+    indexes: dict[str, str] = field(default_factory=dict)
+
+
+class _View:
+    """What one public call has fetched of one session, so a chain walk never costs a GET per step."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.listing: _Listing | None = None
+        self.records: dict[str, bytes] = {}
+        self.infos: dict[str, bytes] = {}
+        self.filled = False
+        self.info_window = 16
+
+
+class S3StorageProvider(RecordStorageProvider):
+    """Stores checkpoints in an S3 bucket under a prefix; create-only by S3 conditional writes.
+
+    Args:
+        bucket: the bucket (it must exist; this provider never creates buckets).
+        prefix: a key prefix under which sessions live ("" for the bucket's root).
+        endpoint_url: an S3-compatible endpoint (MinIO, Ceph, R2, a test server); AWS by default.
+        region: the bucket's region (else the AWS chain's default).
+        profile: a named profile of the shared AWS config.
+        anon: unsigned requests (public buckets).
+        requester_pays: send ``RequestPayer=requester``.
+        connect_timeout, read_timeout: seconds per attempt, short so an outage surfaces quickly.
+        max_attempts: attempts per request, retried by botocore with backoff (standard mode).
+        max_concurrency: GETs in flight at once when loading or listing a session.
+        pack_every: how many steps of a chain go into one pack.
+        cache_size: records kept decoded in memory (they never change once written).
+        encryption_key: seal payloads (see `persistency.encryption`).
+        s3fs_options: passed to ``s3fs.S3FileSystem`` (``key``, ``secret``, ``token``,
+            ``client_kwargs``, ``config_kwargs``, ...). Credentials otherwise come from the
+            standard AWS chain and are never needed in the URL.
+    """
+
+    schemes = ("s3", "s3a")
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        anon: bool = False,
+        requester_pays: bool = False,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        max_attempts: int = 3,
+        max_concurrency: int = 32,
+        pack_every: int = 64,
+        cache_size: int = 512,
+        encryption_key: str | bytes | None = None,
+        **s3fs_options: Any,
+    ) -> None:
+        super().__init__(cache_size=cache_size, encryption_key=encryption_key)
+        try:
+            import s3fs
+        except ImportError as exc:  # pragma: no cover - the registry checks this first
+            from persistency.errors import MissingDependencyError
+
+            raise MissingDependencyError("the s3:// provider needs the 's3' extra: pip install "
+                                         "'ag2-persistency[s3]'") from exc
+        if not _BUCKET_RE.fullmatch(bucket or ""):
+            raise ProviderConfigError(f"malformed S3 bucket name {bucket!r}")
+        if pack_every < 2:
+            raise ProviderConfigError("pack_every must be at least 2")
+        self._bucket = bucket
+        self._prefix = "/".join(s for s in prefix.split("/") if s)
+        self._root = f"{self._prefix}/" if self._prefix else ""
+        self._endpoint = endpoint_url
+        self._pack_every = pack_every
+        self._concurrency = max_concurrency
+        self._secrets = [str(s3fs_options[k]) for k in ("key", "secret", "token", "password")
+                         if s3fs_options.get(k)]
+        shown = f"s3://{bucket}/{self._prefix}".rstrip("/")
+        self._display = f"{shown} (endpoint {redact_url(endpoint_url)})" if endpoint_url else shown
+        config = {
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "retries": {"max_attempts": max_attempts, "mode": "standard"},
+            "max_pool_connections": max(10, max_concurrency),
+        }
+        config.update(s3fs_options.pop("config_kwargs", None) or {})
+        client_kwargs = dict(s3fs_options.pop("client_kwargs", None) or {})
+        if region:
+            client_kwargs.setdefault("region_name", region)
+        if profile:
+            s3fs_options["profile"] = profile
+        try:
+            self._fs = s3fs.S3FileSystem(
+                anon=anon, endpoint_url=endpoint_url, client_kwargs=client_kwargs, config_kwargs=config,
+                requester_pays=requester_pays, skip_instance_cache=True, **s3fs_options,
+            )
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ProviderConfigError(f"S3 {self._display}: bad option: {self._scrub(str(exc))}") from exc
+        self._fs.retries = 1  # botocore's retry config retries, with backoff; no second loop on top
+        self._recent = _LRU(max(4 * pack_every, 256))  # record bytes, for the next pack
+        self._packs = _LRU(64)  # (key, etag) -> {id: bytes}; packs never change once written
+        self._local = threading.local()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> S3StorageProvider:
+        """Build from ``s3://bucket/prefix?option=value``; a keyword option wins over the same query option.
+
+        Query options: see `URL_QUERY_OPTIONS` (``endpoint_url``, ``region``, ``profile``, ``anon``,
+        timeouts, ``pack_every``, ...). Credentials come from the AWS chain, or ``key``/``secret``
+        keyword arguments; they are refused in the URL.
+        """
+        bucket, prefix, query = parse_s3_url(url)
+        return cls(bucket, prefix, **{**query, **options})
+
+    def __repr__(self) -> str:
+        return f"S3StorageProvider({self._display!r})"
+
+    # -- keys ---------------------------------------------------------------------------------------------
+    def _session_root(self, session_id: str) -> str:
+        return f"{self._root}{session_id}/"
+
+    def _record_key(self, session_id: str, checkpoint_id: str) -> str:
+        return f"{self._root}{session_id}/{_RECORDS}{checkpoint_id}{_RECORD_SUFFIX}"
+
+    def _pack_key(self, session_id: str, name: str, suffix: str) -> str:
+        return f"{self._root}{session_id}/{_PACKS}{name}{suffix}"
+
+    def _where(self, session_id: str, checkpoint_id: str) -> str:
+        return f"s3://{self._bucket}/{self._record_key(session_id, checkpoint_id)}"
+
+    # -- I/O on s3fs's event loop, errors translated at this boundary --------------------------------------
+    def _scrub(self, text: str) -> str:
+        for secret in (*self._secrets, os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")):
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "****")
+        return text
+
+    def _unavailable(self, exc: BaseException, what: str) -> StorageUnavailableError:
+        code, status = _error_code(exc)
+        name = type(exc).__name__
+        if code == "NoSuchBucket":
+            reason = f"bucket {self._bucket!r} does not exist"
+        elif code in _AUTH_CODES or status in (401, 403):
+            reason = (f"access denied ({code or status}): check the AWS credentials (environment, profile, "
+                      "instance role) and the bucket policy")
+        elif name == "NoCredentialsError":
+            reason = "no AWS credentials found (environment, ~/.aws profile, instance role); or pass anon=true"
+        elif name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
+                      "ReadTimeoutError", "ProxyConnectionError", "ClientConnectorError", "TimeoutError"):
+            reason = f"cannot reach the endpoint ({name})"
+        elif code:
+            reason = f"{code} (HTTP {status})"
+        else:
+            reason = f"{name}: {str(exc)[:200]}"
+        return StorageUnavailableError(f"S3 {self._display}: {what}: {self._scrub(reason)}")
+
+    def _run(self, what: str, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        from fsspec.asyn import sync
+
+        try:
+            return sync(self._fs.loop, func, *args)  # type: ignore[no-any-return]
+        except PersistencyError:
+            raise
+        except Exception as exc:
+            raise self._unavailable(exc, what) from exc
+
+    async def _aget(self, key: str, first: int | None = None) -> bytes | None:
+        """The object's bytes (or its first ``first`` bytes); None if there is no such key."""
+        extra = {"Range": f"bytes=0-{first - 1}"} if first else {}
+        try:
+            resp = await self._fs._call_s3("get_object", Bucket=self._bucket, Key=key, **extra)
+        except Exception as exc:
+            code, _ = _error_code(exc)
+            if code in ("NoSuchKey", "404"):
+                return None
+            if code == "InvalidRange":  # a ranged read of an empty (packed) record
+                return b""
+            raise
+        body = resp["Body"]
+        try:
+            return bytes(await body.read())
+        finally:
+            body.close()
+
+    async def _aput(self, key: str, data: bytes, create: bool) -> str | None:
+        """Store ``data``; with ``create`` only if the key is new. The ETag, or None when it existed."""
+        extra = {"IfNoneMatch": "*"} if create else {}
+        try:
+            resp = await self._fs._call_s3("put_object", Bucket=self._bucket, Key=key, Body=data, **extra)
+        except Exception as exc:
+            code, status = _error_code(exc)
+            # 412: the key exists. 409: another conditional write of the same key is in flight
+            # (AWS tells the loser to retry, which could only end in 412): both are a lost race.
+            if create and (code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)):
+                return None
+            raise
+        return str(resp.get("ETag", ""))
+
+    async def _alist(self, prefix: str, delimiter: str = "") -> tuple[list[dict[str, Any]], list[str]]:
+        """Every object under ``prefix`` (Key, Size, ETag), and the common prefixes for ``delimiter``."""
+        objects: list[dict[str, Any]] = []
+        prefixes: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        while True:
+            resp = await self._fs._call_s3("list_objects_v2", **kwargs)
+            objects.extend(resp.get("Contents", []))
+            prefixes.extend(p["Prefix"] for p in resp.get("CommonPrefixes", []))
+            token = resp.get("NextContinuationToken")
+            if not resp.get("IsTruncated") or not token:
+                return objects, prefixes
+            kwargs["ContinuationToken"] = token
+
+    async def _agather(self, coros: list[Awaitable[T]]) -> list[T]:
+        sem = asyncio.Semaphore(self._concurrency)
+
+        async def one(coro: Awaitable[T]) -> T:
+            async with sem:
+                return await coro
+
+        return list(await asyncio.gather(*(one(c) for c in coros)))
+
+    async def _aget_many(self, keys: list[str], first: int | None = None) -> list[bytes | None]:
+        return await self._agather([self._aget(k, first) for k in keys])
+
+    # -- listings, packs and indexes -------------------------------------------------------------------
+    def _list_session(self, session_id: str, only_packs: bool = False) -> _Listing:
+        root = self._session_root(session_id)
+        prefix = root + _PACKS if only_packs else root
+        objects, _ = self._run(f"listing session {session_id!r}", self._alist, prefix)
+        out = _Listing()
+        for obj in objects:
+            rel = obj["Key"][len(root):]
+            if rel.startswith(_RECORDS) and rel.endswith(_RECORD_SUFFIX):
+                cid = rel[len(_RECORDS):-len(_RECORD_SUFFIX)]
+                if cid and "/" not in cid:
+                    out.records[cid] = int(obj.get("Size", 0))
+            elif rel.startswith(_PACKS):
+                name = rel[len(_PACKS):]
+                if name.endswith(_PACK_SUFFIX):
+                    out.packs[name[:-len(_PACK_SUFFIX)]] = str(obj.get("ETag", ""))
+                elif name.endswith(_INDEX_SUFFIX):
+                    out.indexes[name[:-len(_INDEX_SUFFIX)]] = str(obj.get("ETag", ""))
+        return out
+
+    @staticmethod
+    def _gunzip(data: bytes, where: str) -> tuple[dict[str, Any], bytes]:
+        """Split a pack or index object into its JSON header and body; `CorruptCheckpointError` if damaged."""
+        try:
+            raw = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CorruptCheckpointError(f"{where}: not a valid gzip stream ({exc})") from exc
+        head, sep, body = raw.partition(b"\n")
+        try:
+            header = json.loads(head) if sep else None
+        except ValueError as exc:
+            raise CorruptCheckpointError(f"{where}: header is not JSON ({exc})") from exc
+        ids = header.get("ids") if isinstance(header, dict) else None
+        if not isinstance(header, dict) or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise CorruptCheckpointError(f"{where}: header has no list of checkpoint ids")
+        return header, body
+
+    def _decode_pack(self, data: bytes, where: str) -> dict[str, bytes]:
+        header, body = self._gunzip(data, where)
+        ids, sizes = header["ids"], header.get("sizes")
+        if (header.get("format") != _PACK_FORMAT or not isinstance(sizes, list) or len(sizes) != len(ids)
+                or not all(isinstance(s, int) and s > 0 for s in sizes) or sum(sizes) != len(body)):
+            raise CorruptCheckpointError(f"{where}: pack header does not match its body")
+        out: dict[str, bytes] = {}
+        pos = 0
+        for cid, size in zip(ids, sizes, strict=True):
+            out[cid] = body[pos:pos + size]
+            pos += size
+        return out
+
+    def _decode_index(self, data: bytes, where: str) -> dict[str, bytes]:
+        header, body = self._gunzip(data, where)
+        lines = body.split(b"\n") if body else []
+        if header.get("format") != _INDEX_FORMAT or len(lines) != len(header["ids"]):
+            raise CorruptCheckpointError(f"{where}: index header does not match its body")
+        return dict(zip(header["ids"], lines, strict=True))
+
+    def _load_packed(self, session_id: str, names: dict[str, str], suffix: str) -> dict[str, bytes]:
+        """Every entry of the named packs (or indexes), from memory where possible, else fetched at once."""
+        decode = self._decode_pack if suffix == _PACK_SUFFIX else self._decode_index
+        out: dict[str, bytes] = {}
+        todo: list[tuple[str, str]] = []
+        for name, etag in sorted(names.items()):
+            key = self._pack_key(session_id, name, suffix)
+            cached: dict[str, bytes] | None = self._packs.get((key, etag))
+            if cached is None:
+                todo.append((key, etag))
+            else:
+                out.update(cached)
+        if todo:
+            blobs = self._run(f"reading packs of session {session_id!r}", self._aget_many, [k for k, _ in todo])
+            for (key, etag), blob in zip(todo, blobs, strict=True):
+                if blob is None:
+                    continue  # deleted since the listing (the session is being deleted)
+                entries = decode(blob, f"s3://{self._bucket}/{key}")
+                self._packs.put((key, etag), entries)
+                out.update(entries)
+        return out
+
+    def _find_packed(self, session_id: str, checkpoint_id: str) -> bytes:
+        """The record of an id whose object has been emptied: it lives in a pack, found by the indexes."""
+        listing = self._list_session(session_id, only_packs=True)
+        for name, etag in sorted(listing.indexes.items(), reverse=True):
+            if name not in listing.packs:
+                continue
+            if checkpoint_id in self._load_packed(session_id, {name: etag}, _INDEX_SUFFIX):
+                pack = self._load_packed(session_id, {name: listing.packs[name]}, _PACK_SUFFIX)
+                if checkpoint_id in pack:
+                    return pack[checkpoint_id]
+        raise CorruptCheckpointError(
+            f"{self._where(session_id, checkpoint_id)}: the record is empty and no pack holds it"
+        )
+
+    # -- the per-call view -------------------------------------------------------------------------------
+    def _view(self, session_id: str) -> _View | None:
+        view: _View | None = getattr(self._local, "view", None)
+        return view if view is not None and view.session_id == session_id else None
+
+    @contextlib.contextmanager
+    def _viewing(self, session_id: str) -> Iterator[_View]:
+        current = self._view(session_id)
+        if current is not None:
+            yield current
+            return
+        outer = getattr(self._local, "view", None)
+        view = _View(session_id)
+        self._local.view = view
+        try:
+            yield view
+        finally:
+            self._local.view = outer
+
+    def _listing(self, view: _View) -> _Listing:
+        if view.listing is None:
+            view.listing = self._list_session(view.session_id)
+        return view.listing
+
+    def _fill(self, view: _View) -> None:
+        """Fetch, concurrently, every pack and every unpacked record of the session not yet in memory."""
+        view.filled = True
+        sid = view.session_id
+        listing = self._listing(view)
+        wanted = [cid for cid, size in listing.records.items()
+                  if size > 0 and cid not in view.records and self._records.get((sid, cid)) is None]
+        recent = {cid: self._recent.get((sid, cid)) for cid in wanted}
+        view.records.update({cid: data for cid, data in recent.items() if data is not None})
+        fetch = [cid for cid, data in recent.items() if data is None]
+        packs = {n: e for n, e in listing.packs.items() if n in listing.indexes}
+        emptied = False
+        if fetch:
+            blobs = self._run(f"reading session {sid!r}", self._aget_many,
+                              [self._record_key(sid, cid) for cid in fetch])
+            for cid, blob in zip(fetch, blobs, strict=True):
+                if blob:
+                    view.records[cid] = blob
+                    self._recent.put((sid, cid), blob)
+                elif blob is not None:
+                    emptied = True  # packed since the listing
+        if emptied:
+            fresh = self._list_session(sid, only_packs=True)
+            packs = {n: e for n, e in fresh.packs.items() if n in fresh.indexes}
+        for cid, data in self._load_packed(sid, packs, _PACK_SUFFIX).items():
+            view.records.setdefault(cid, data)
+
+    # -- primitives -------------------------------------------------------------------------------------
+    def _write_new(self, session_id: str, checkpoint_id: str, data: bytes) -> None:
+        key = self._record_key(session_id, checkpoint_id)
+        etag = self._run(f"saving checkpoint {checkpoint_id!r} of session {session_id!r}",
+                         self._aput, key, data, True)
+        if etag is None:
+            raise CheckpointConflictError(
+                f"checkpoint {checkpoint_id!r} already exists in session {session_id!r} "
+                f"(s3://{self._bucket}/{key}); another writer saved it first"
+            )
+        self._recent.put((session_id, checkpoint_id), data)
+
+    def _read(self, session_id: str, checkpoint_id: str) -> bytes:
+        view = self._view(session_id)
+        if view is not None:
+            if checkpoint_id not in view.records and not view.filled:
+                self._fill(view)
+            data = view.records.get(checkpoint_id)
+            if data is not None:
+                return data
+        cached: bytes | None = self._recent.get((session_id, checkpoint_id))
+        if cached is not None:
+            return cached
+        key = self._record_key(session_id, checkpoint_id)
+        blob = self._run(f"reading checkpoint {checkpoint_id!r} of session {session_id!r}", self._aget, key)
+        if blob is None:
+            raise CheckpointNotFoundError(
+                f"no checkpoint {checkpoint_id!r} in session {session_id!r} (s3://{self._bucket}/{key})"
+            )
+        return blob or self._find_packed(session_id, checkpoint_id)
+
+    def _read_info_line(self, session_id: str, checkpoint_id: str) -> bytes:
+        view = self._view(session_id)
+        if view is None:
+            with self._viewing(session_id) as view:
+                return self._info_line(view, checkpoint_id)
+        return self._info_line(view, checkpoint_id)
+
+    def _info_line(self, view: _View, checkpoint_id: str) -> bytes:
+        """The info line of one record; fetches a window of its elders with it, since listing walks back."""
+        if checkpoint_id in view.infos:
+            return view.infos[checkpoint_id]
+        sid = view.session_id
+        listing = self._listing(view)
+        ids = sorted(listing.records)
+        if checkpoint_id in listing.records:
+            end = ids.index(checkpoint_id) + 1
+            window = [c for c in ids[max(0, end - view.info_window):end] if c not in view.infos]
+            view.info_window *= 2
+        else:
+            window = [checkpoint_id]  # written after the listing
+        known = {c: self._recent.get((sid, c)) or view.records.get(c) for c in window}
+        for cid, data in known.items():
+            if data:
+                view.infos[cid] = data.split(b"\n", 1)[0]
+        unpacked = [c for c in window if c not in view.infos and listing.records.get(c, 1) > 0]
+        packed = [c for c in window if c not in view.infos and listing.records.get(c, 1) == 0]
+        if unpacked:
+            keys = [self._record_key(sid, c) for c in unpacked]
+            heads = self._run(f"listing session {sid!r}", self._aget_many, keys, _INFO_RANGE)
+            for cid, head in zip(unpacked, heads, strict=True):
+                if head is None:
+                    continue
+                if head and b"\n" not in head and len(head) >= _INFO_RANGE:
+                    head = self._read(sid, cid)  # an info line longer than the range: read it whole
+                if head:
+                    view.infos[cid] = head.split(b"\n", 1)[0]
+                else:
+                    packed.append(cid)  # packed since the listing
+        if packed:
+            names = {n: e for n, e in listing.indexes.items() if n in listing.packs}
+            for cid, line in self._load_packed(sid, names, _INDEX_SUFFIX).items():
+                view.infos.setdefault(cid, line)
+            if any(c not in view.infos for c in packed):  # packed since the listing
+                fresh = self._list_session(sid, only_packs=True)
+                names = {n: e for n, e in fresh.indexes.items() if n in fresh.packs}
+                for cid, line in self._load_packed(sid, names, _INDEX_SUFFIX).items():
+                    view.infos.setdefault(cid, line)
+        if checkpoint_id not in view.infos:
+            if checkpoint_id not in listing.records:
+                raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id!r} in session {sid!r}")
+            raise CorruptCheckpointError(
+                f"{self._where(sid, checkpoint_id)}: the record is empty and no pack index holds it"
+            )
+        return view.infos[checkpoint_id]
+
+    def _list_ids(self, session_id: str) -> list[str]:
+        view = self._view(session_id)
+        listing = self._listing(view) if view is not None else self._list_session(session_id)
+        return sorted(listing.records)
+
+    def _list_session_ids(self) -> list[str]:
+        _, prefixes = self._run("listing sessions", self._alist, self._root, "/")
+        out = []
+        for prefix in prefixes:
+            name = prefix[len(self._root):].rstrip("/")
+            try:
+                out.append(validate_id(name))
+            except PersistencyError:
+                continue  # not one of ours
+        return sorted(out)
+
+    async def _adelete_keys(self, keys: list[str]) -> list[str]:
+        failed: list[str] = []
+        for i in range(0, len(keys), 1000):
+            batch = {"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True}
+            resp = await self._fs._call_s3("delete_objects", Bucket=self._bucket, Delete=batch)
+            failed.extend(f"{e.get('Key')}: {e.get('Code')}" for e in resp.get("Errors", []))
+        return failed
+
+    def _delete(self, session_id: str) -> None:
+        root = self._session_root(session_id)
+        objects, _ = self._run(f"deleting session {session_id!r}", self._alist, root)
+        keys = sorted((o["Key"] for o in objects), key=lambda k: not k[len(root):].startswith(_RECORDS))
+        failed = self._run(f"deleting session {session_id!r}", self._adelete_keys, keys) if keys else []
+        self._recent.drop_session(session_id)
+        if failed:
+            raise StorageUnavailableError(
+                f"S3 {self._display}: deleting session {session_id!r}: {len(failed)} objects not deleted "
+                f"({'; '.join(failed[:3])})"
+            )
+
+    # -- the contract, wrapped so that one call lists and fetches a session once ----------------------------
+    def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
+        """Load one checkpoint: one listing, then its packs and unpacked records fetched concurrently."""
+        sid = validate_id(session_id, "session_id")
+        with self._viewing(sid):
+            return super().get_checkpoint(sid, checkpoint_id)
+
+    def get_latest_checkpoint(self, session_id: str) -> Checkpoint | None:
+        """The checkpoint with the greatest id (from one listing of the record keys), or None."""
+        sid = validate_id(session_id, "session_id")
+        with self._viewing(sid):
+            return super().get_latest_checkpoint(sid)
+
+    def list_checkpoints(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> list[CheckpointInfo]:
+        """Infos oldest first, from pack indexes and the info lines of unpacked records: no payloads."""
+        sid = validate_id(session_id, "session_id")
+        with self._viewing(sid):
+            return super().list_checkpoints(sid, run_id=run_id, limit=limit, before=before)
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` with one conditional PUT; every ``pack_every`` steps, pack the chain behind it."""
+        super().save_checkpoint(checkpoint)
+        try:
+            self._maybe_pack(checkpoint.session_id, checkpoint.checkpoint_id)
+        except Exception as exc:  # the save succeeded; a failed compaction only costs reads later
+            logger.warning("S3 %s: packing session %r after %r failed: %s", self._display,
+                           checkpoint.session_id, checkpoint.checkpoint_id, exc)
+
+    # -- compaction ----------------------------------------------------------------------------------------
+    def _crosses(self, session_id: str, checkpoint_id: str) -> tuple[bool, str | None]:
+        """Whether the record's step crosses a multiple of ``pack_every`` from its base; and its base."""
+        rec = self._record(session_id, checkpoint_id)
+        k = self._pack_every
+        return int(rec.info["step"]) // k > rec.base_step // k, rec.base
+
+    def _maybe_pack(self, session_id: str, checkpoint_id: str) -> None:
+        crosses, base = self._crosses(session_id, checkpoint_id)
+        if not crosses:
+            return
+        segment = [checkpoint_id]
+        while base is not None and len(segment) < 4 * self._pack_every:
+            older_crosses, older_base = self._crosses(session_id, base)
+            if older_crosses:
+                break  # the previous pack ends there
+            segment.append(base)
+            base = older_base
+        if len(segment) < 2:
+            return
+        segment.reverse()
+        records = [self._read(session_id, cid) for cid in segment]
+        self._write_pack(session_id, checkpoint_id, segment, records)
+
+    def _write_pack(self, session_id: str, name: str, ids: list[str], records: list[bytes]) -> None:
+        """Pack, then index (both create-only), then empty the records: each step leaves every record readable."""
+        pack_header = json.dumps({"format": _PACK_FORMAT, "ids": ids, "sizes": [len(r) for r in records]})
+        pack = gzip.compress(pack_header.encode() + b"\n" + b"".join(records), compresslevel=6, mtime=0)
+        index_header = json.dumps({"format": _INDEX_FORMAT, "ids": ids})
+        infos = [r.split(b"\n", 1)[0] for r in records]
+        index = gzip.compress(index_header.encode() + b"\n" + b"\n".join(infos), compresslevel=6, mtime=0)
+        pack_key = self._pack_key(session_id, name, _PACK_SUFFIX)
+        index_key = self._pack_key(session_id, name, _INDEX_SUFFIX)
+        what = f"packing session {session_id!r}"
+        etag = self._run(what, self._aput, pack_key, pack, True)
+        if etag is not None:
+            self._packs.put((pack_key, etag), dict(zip(ids, records, strict=True)))
+        etag = self._run(what, self._aput, index_key, index, True)
+        if etag is not None:
+            self._packs.put((index_key, etag), dict(zip(ids, infos, strict=True)))
+        keys = [self._record_key(session_id, cid) for cid in ids]
+        self._run(what, self._agather, [self._aput(k, b"", False) for k in keys])
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the S3 client's connections (a later call reopens them). Idempotent."""
+        creator = getattr(self._fs, "_s3creator", None)
+        if creator is not None:
+            with contextlib.suppress(Exception):
+                type(self._fs).close_session(self._fs.loop, creator)
+        self._fs._s3 = None
+        self._fs._s3creator = None
