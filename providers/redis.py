@@ -1,0 +1,924 @@
+"""Checkpoints in Redis with core commands only: Redis, Valkey, ElastiCache, Memorystore, Redis Cluster.
+
+Key layout (``P`` is the ``key_prefix``, ``S`` the session id, used as the hash tag)::
+
+    P:{S}:ids       sorted set, all scores 0: the session's checkpoint ids in byte (= creation) order
+    P:{S}:info      hash  id -> the record's info line (all that listing reads)
+    P:{S}:payload   hash  id -> the record's payload line (new messages and state deltas only)
+    P:{S}:links     hash  id -> "NONCE BASE": the writer's token and the base pointer for the load walk
+    P:sessions      sorted set, all scores 0: the session index, for list_sessions
+
+Records come from the shared sans-IO codec (`persistency._codec`): each stores only what is new since
+its parent, so memory grows with the transcript and a save at step 1,000 costs what one at step 10
+costs. All keys of a session share the hash tag ``{S}``, so each operation on a session is one Lua
+script in one slot, even on a cluster:
+
+- save: one round trip. Create-only check, parent check, record, index, TTL refresh, atomically.
+  The parent's `Lineage` (what the encoder needs) is cached per process; the script checks it
+  against the stored parent (a SHA-1 of its lines) and the save is redone if another process
+  deleted and re-created the session meanwhile.
+- load (one id or the latest): one round trip. The script walks the base pointers server-side and
+  returns every record of the chain; keyframe records outside the chain cost one more.
+- listing: one round trip over ``info`` only; no message payload is read.
+
+The session index cannot share every session's slot. On a single node it is named in the same
+scripts, so it moves atomically with the session. On a cluster it is kept by a protocol that never
+loses a session: the first save of a session adds the index entry before and after the record
+(so a crash or a concurrent delete cannot leave a session unlisted), a delete removes the entry
+after the keys and puts it back if a concurrent writer re-created the session, and
+``list_sessions`` checks every entry against its session (sessions whose TTL ran out are pruned
+the same way). The index itself has no TTL.
+
+Redis errors are translated at this boundary: connection, timeout, auth and permission errors
+become `StorageUnavailableError` naming the URL without its password; damaged bytes become
+`CorruptCheckpointError` naming the key. Transient errors are retried by redis-py's own
+``Retry(ExponentialBackoff(...))``; a retried save is recognised by its token, not taken for a conflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import secrets
+import threading
+import weakref
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.cluster
+from redis.backoff import ExponentialBackoff
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.retry import Retry
+
+from persistency._codec import (
+    Lineage,
+    Record,
+    decode_info_line,
+    decode_record,
+    encode_record,
+    info_from_raw,
+    lineage_of,
+    materialize,
+)
+from persistency._recordstore import _LRU
+from persistency.errors import (
+    CheckpointConflictError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    PersistencyError,
+    ProviderConfigError,
+    StorageUnavailableError,
+)
+from persistency.ids import validate_id
+from persistency.models import Checkpoint, CheckpointInfo
+from persistency.provider import PersistencyStorageProvider
+from persistency.registry import redact_url
+
+__all__ = ["RedisStorageProvider"]
+
+_T = TypeVar("_T")
+
+DEFAULT_KEY_PREFIX = "persistency"
+_PREFIX_RE = re.compile(r"[A-Za-z0-9._:@+=/|-]{1,200}")
+_DEFAULTS: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0}
+
+
+# -- options ----------------------------------------------------------------------------------------
+def _parse_bool_or_auto(value: object) -> bool | None:
+    """``cluster``: True, False, or None for auto-detect."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("auto", ""):
+        return None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true, false or auto, not {value!r}")
+
+
+def _parse_ttl(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str) and value.strip().lower() in ("", "none", "0"):
+        return None
+    else:
+        seconds = float(value)  # type: ignore[arg-type]
+    if seconds < 0:
+        raise ValueError("must be >= 0 seconds")
+    return seconds or None
+
+
+def _parse_prefix(value: object) -> str:
+    text = str(value)
+    if not _PREFIX_RE.fullmatch(text):
+        raise ValueError("must be 1-200 characters of letters, digits and . _ : @ + = / | - (no braces)")
+    return text
+
+
+def _parse_int(value: object) -> int:
+    n: int = int(value)  # type: ignore[call-overload]
+    if n < 0:
+        raise ValueError("must be >= 0")
+    return n
+
+
+def _parse_seconds(value: object) -> float:
+    x = float(value)  # type: ignore[arg-type]
+    if x < 0:
+        raise ValueError("must be >= 0")
+    return x
+
+
+#: The provider's own options, as URL query parameters or keyword arguments (the keyword wins).
+_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "key_prefix": _parse_prefix,
+    "ttl": _parse_ttl,
+    "cluster": _parse_bool_or_auto,
+    "retries": _parse_int,
+    "retry_backoff_base": _parse_seconds,
+    "retry_backoff_cap": _parse_seconds,
+    "cache_size": _parse_int,
+}
+_OPTION_DEFAULTS: dict[str, Any] = {
+    "key_prefix": DEFAULT_KEY_PREFIX,
+    "ttl": None,
+    "cluster": None,
+    "retries": 3,
+    "retry_backoff_base": 0.05,
+    "retry_backoff_cap": 1.0,
+    "cache_size": 512,
+}
+#: Query parameters redis-py itself understands besides its parser table.
+_REDIS_QUERY_EXTRA = frozenset({"username", "password", "client_name", "ssl_cert_reqs", "ssl_ca_certs",
+                                "ssl_certfile", "ssl_keyfile", "ssl_ca_path", "ssl_password"})
+
+
+def _safe_url(url: str) -> str:
+    """The URL with any password removed, from the user part and from the query."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(shown)
+    except ValueError:
+        return "<unparseable URL>"
+    if not parts.query:
+        return shown
+    query = [(k, "****" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*:/")))
+
+
+# -- Lua scripts (all keys of one session: one slot) ------------------------------------------------
+_SAVE = """
+-- KEYS: ids, info, payload, links [, session index]
+-- ARGV: id, info line, payload line, links value, nonce, parent id, parent signature, ttl ms, session id
+local cid = ARGV[1]
+local old = redis.call('HGET', KEYS[4], cid)
+if old then
+  if string.match(old, '^%S+') == ARGV[5] then return 'replay' end
+  return 'conflict'
+end
+if ARGV[6] ~= '' then
+  local pinfo = redis.call('HGET', KEYS[2], ARGV[6])
+  local ppay = redis.call('HGET', KEYS[3], ARGV[6])
+  if not pinfo or not ppay then return 'noparent' end
+  if ARGV[7] ~= '' and redis.sha1hex(pinfo .. '\\n' .. ppay) ~= ARGV[7] then return 'stale' end
+end
+local created = redis.call('EXISTS', KEYS[1]) == 0
+redis.call('HSET', KEYS[2], cid, ARGV[2])
+redis.call('HSET', KEYS[3], cid, ARGV[3])
+redis.call('HSET', KEYS[4], cid, ARGV[4])
+redis.call('ZADD', KEYS[1], 0, cid)
+if #KEYS >= 5 then redis.call('ZADD', KEYS[5], 0, ARGV[9]) end
+local ttl = tonumber(ARGV[8])
+if ttl > 0 then
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+if created then return 'created' end
+return 'ok'
+"""
+
+_LOAD = """
+-- KEYS: ids, info, payload, links; ARGV[1]: checkpoint id, or '' for the latest (greatest id)
+-- Returns {ids, info lines, payload lines} of the record and its bases, newest first.
+local cid = ARGV[1]
+if cid == '' then
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1)
+  if #last == 0 then return {} end
+  cid = last[1]
+end
+local ids, infos, payloads, seen = {}, {}, {}, {}
+local cur = cid
+while cur and not seen[cur] do
+  seen[cur] = true
+  local info = redis.call('HGET', KEYS[2], cur)
+  local payload = redis.call('HGET', KEYS[3], cur)
+  if not info and not payload then break end
+  ids[#ids + 1] = cur
+  infos[#ids] = info
+  payloads[#ids] = payload
+  local link = redis.call('HGET', KEYS[4], cur)
+  cur = nil
+  if link then
+    local base = string.match(link, '^%S+ (%S+)')
+    if base ~= '-' then cur = base end
+  end
+end
+if #ids == 0 then return {} end
+return {ids, infos, payloads}
+"""
+
+_FETCH = """
+-- KEYS: ids, info, payload, links; ARGV: checkpoint ids. Returns them and their bases, as _LOAD does.
+local ids, infos, payloads, seen = {}, {}, {}, {}
+local function add(id)
+  if seen[id] then return end
+  seen[id] = true
+  ids[#ids + 1] = id
+  infos[#ids] = redis.call('HGET', KEYS[2], id)
+  payloads[#ids] = redis.call('HGET', KEYS[3], id)
+end
+for _, id in ipairs(ARGV) do
+  add(id)
+  local link = redis.call('HGET', KEYS[4], id)
+  if link then
+    local base = string.match(link, '^%S+ (%S+)')
+    if base and base ~= '-' then add(base) end
+  end
+end
+return {ids, infos, payloads}
+"""
+
+_LIST = """
+-- KEYS: ids, info; ARGV: before ('' for none), limit (-1 for all). Newest first.
+local max = '+'
+if ARGV[1] ~= '' then max = '(' .. ARGV[1] end
+local ids
+local limit = tonumber(ARGV[2])
+if limit >= 0 then
+  ids = redis.call('ZREVRANGEBYLEX', KEYS[1], max, '-', 'LIMIT', 0, limit)
+else
+  ids = redis.call('ZREVRANGEBYLEX', KEYS[1], max, '-')
+end
+local infos = {}
+for i, id in ipairs(ids) do infos[i] = redis.call('HGET', KEYS[2], id) end
+return {ids, infos}
+"""
+
+_DELETE = """
+-- KEYS: ids, info, payload, links [, session index]; ARGV[1]: session id
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+if #KEYS >= 5 then redis.call('ZREM', KEYS[5], ARGV[1]) end
+return 1
+"""
+
+_SCRIPTS: dict[str, tuple[str, str]] = {
+    name: (hashlib.sha1(text.encode()).hexdigest(), text)  # noqa: S324 - Redis names scripts by SHA-1
+    for name, text in (("save", _SAVE), ("load", _LOAD), ("fetch", _FETCH), ("list", _LIST), ("delete", _DELETE))
+}
+
+
+# -- operations: what to send, decided without I/O, run by a sync or an async driver ---------------
+@dataclass(frozen=True)
+class _Script:
+    """Run one of `_SCRIPTS` (EVALSHA, falling back to EVAL once per server)."""
+
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[str | bytes | int, ...]
+    what: str
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One plain command."""
+
+    args: tuple[str | bytes | int, ...]
+    what: str
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Commands sent together in one pipeline (not a transaction; split by node on a cluster)."""
+
+    calls: tuple[_Call, ...]
+    what: str
+
+
+_Op = _Script | _Call | _Batch
+_Plan = Generator[_Op, Any, _T]
+#: Yielded by a plan once its arguments are checked: connect (and learn cluster or not) now.
+_CONNECT = _Call((), "connecting")
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """The keys of one session; they share the hash tag ``{session}`` and so one cluster slot."""
+
+    ids: str
+    info: str
+    payload: str
+    links: str
+
+    @property
+    def all(self) -> tuple[str, str, str, str]:
+        return (self.ids, self.info, self.payload, self.links)
+
+
+class _Missing(Exception):
+    """Internal: the codec asked for a record the plan has not fetched yet."""
+
+    def __init__(self, checkpoint_id: str) -> None:
+        super().__init__(checkpoint_id)
+        self.checkpoint_id = checkpoint_id
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _signature(info_line: bytes, payload_line: bytes) -> str:
+    """What the save script compares against the stored parent (``redis.sha1hex`` of its lines)."""
+    return hashlib.sha1(info_line + b"\n" + payload_line).hexdigest()  # noqa: S324 - identity, not security
+
+
+def _refs(record: Record) -> list[str]:
+    """Keyframe records the head of a load needs besides its base chain."""
+    return [str(d["ref"]) for d in record.deltas.values() if "ref" in d]
+
+
+# -- the provider -----------------------------------------------------------------------------------
+class RedisStorageProvider(PersistencyStorageProvider):
+    """Stores checkpoints in Redis (single node or cluster) with core commands and Lua scripts only.
+
+    Args:
+        url: a redis-py URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS)
+            or ``unix:///path/to/socket[?db=N]``, with redis-py's own query options
+            (``socket_timeout``, ``ssl_ca_certs``, ...) and the provider's options below.
+        key_prefix: prefix of every key (default ``persistency``); no braces.
+        ttl: seconds; every key of a session expires this long after its last save (None: never).
+        cluster: True for Redis Cluster, False for a single endpoint, None (``auto``) to ask the
+            server (``INFO cluster``) on first use.
+        retries, retry_backoff_base, retry_backoff_cap: redis-py's ``Retry(ExponentialBackoff(cap,
+            base), retries)`` for connection errors and timeouts.
+        cache_size: how many parent lineages to keep, so that a save needs no read.
+        **redis_options: passed to the redis-py client (``password``, ``socket_timeout``,
+            ``ssl_ca_certs``, ...). Timeouts default to 5 s to connect and 10 s per command.
+
+    Each option may be given as a keyword argument or a URL query parameter
+    (``redis://host/0?key_prefix=app&ttl=86400``); where both are given, the keyword wins.
+    """
+
+    schemes = ("redis", "rediss", "unix")
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = _safe_url(url)
+        try:
+            parts = urlsplit(url)
+            query = parse_qsl(parts.query, keep_blank_values=True)
+        except ValueError as exc:
+            raise ProviderConfigError(f"malformed Redis URL {self.url!r}: {exc}") from exc
+        ours = {k: v for k, v in query if k in _OPTIONS}
+        settings: dict[str, Any] = {}
+        for name, parser in _OPTIONS.items():
+            raw = options.pop(name) if name in options else ours.get(name, _OPTION_DEFAULTS[name])
+            try:
+                settings[name] = parser(raw) if raw is not None else None
+            except (TypeError, ValueError) as exc:
+                raise ProviderConfigError(f"Redis option {name}={raw!r} in {self.url!r}: {exc}") from exc
+        redis_options = dict(options)
+        unknown = sorted({k for k, _ in query if k not in _OPTIONS} - set(URL_QUERY_ARGUMENT_PARSERS)
+                         - _REDIS_QUERY_EXTRA)
+        if unknown:
+            raise ProviderConfigError(
+                f"unknown option(s) {', '.join(unknown)} in {self.url!r}; the provider's options are "
+                f"{', '.join(_OPTIONS)}, and redis-py's are {', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))}"
+            )
+        # The URL redis-py sees: without our options, and without what a keyword overrides, so that
+        # the keyword wins (redis-py itself lets the URL win).
+        drop = set(_OPTIONS) | set(redis_options)
+        netloc = parts.netloc
+        if {"username", "password"} & set(redis_options) and "@" in netloc:
+            user_part, host_part = netloc.rsplit("@", 1)
+            user = "" if "username" in redis_options else user_part.split(":", 1)[0]
+            keep_pw = "password" not in redis_options and ":" in user_part
+            netloc = (user + (":" + user_part.split(":", 1)[1] if keep_pw else "") + "@" + host_part
+                      if user or keep_pw else host_part)
+        path = parts.path if "db" not in redis_options or parts.scheme == "unix" else ""
+        self._client_url = urlunsplit(parts._replace(
+            netloc=netloc, path=path, query=urlencode([(k, v) for k, v in query if k not in drop], quote_via=quote)
+        ))
+        try:
+            url_kwargs: dict[str, Any] = parse_url(self._client_url)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ProviderConfigError(f"malformed Redis URL {self.url!r}: {exc}") from exc
+        for name, value in _DEFAULTS.items():
+            if name not in url_kwargs and name not in redis_options:
+                redis_options[name] = value
+        redis_options["decode_responses"] = False  # records are bytes; the codec decodes them
+        self._password = str(redis_options.get("password") or url_kwargs.get("password") or "")
+        self._redis_options = redis_options
+        self.key_prefix: str = settings["key_prefix"]
+        self.ttl: float | None = settings["ttl"]
+        self._ttl_ms = int(self.ttl * 1000) if self.ttl else 0
+        self._retries: int = settings["retries"]
+        self._backoff = ExponentialBackoff(cap=settings["retry_backoff_cap"], base=settings["retry_backoff_base"])
+        self._cluster: bool | None = settings["cluster"]
+        if self._cluster and "path" in url_kwargs:
+            raise ProviderConfigError(f"{self.url!r}: Redis Cluster cannot be reached over a unix socket")
+        if self._cluster and url_kwargs.get("db", 0) != 0:
+            raise ProviderConfigError(f"{self.url!r}: Redis Cluster has only database 0")
+        self._index_key = f"{self.key_prefix}:sessions"
+        self._lineages = _LRU(max(1, settings["cache_size"]))
+        self._lock = threading.Lock()
+        self._sync: Any = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._check_options()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStorageProvider:
+        """Build from a Redis URL; keyword ``options`` win over the URL's query parameters."""
+        return cls(url, **options)
+
+    def __repr__(self) -> str:
+        return f"RedisStorageProvider({self.url!r}, key_prefix={self.key_prefix!r})"
+
+    def _check_options(self) -> None:
+        """Refuse options redis-py does not know now, not at the first command."""
+        try:
+            probe = redis.Redis.from_url(self._client_url, **self._redis_options)
+            probe.connection_pool.make_connection()
+        except (TypeError, ValueError) as exc:
+            raise ProviderConfigError(f"bad Redis options for {self.url!r}: {self._scrub(str(exc))}") from exc
+
+    # -- keys and names --------------------------------------------------------------------------------
+    def _keys(self, session_id: str) -> _Keys:
+        base = f"{self.key_prefix}:{{{session_id}}}"
+        return _Keys(f"{base}:ids", f"{base}:info", f"{base}:payload", f"{base}:links")
+
+    def _where(self, keys: _Keys, checkpoint_id: str) -> str:
+        return f"{self.url} keys {keys.info!r}/{keys.payload!r} field {checkpoint_id!r}"
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._password, "****") if self._password else text
+
+    def _session_keys(self, keys: _Keys) -> tuple[str, ...]:
+        """The keys a session script names: the index too on a single node, where it is atomic."""
+        return keys.all if self._cluster else (*keys.all, self._index_key)
+
+    # -- clients ---------------------------------------------------------------------------------------
+    def _client_kwargs(self, *, is_async: bool) -> dict[str, Any]:
+        retry_cls = redis.asyncio.retry.Retry if is_async else Retry
+        return {**self._redis_options, "retry": retry_cls(self._backoff, self._retries)}
+
+    @staticmethod
+    def _cluster_enabled(info: dict[str, Any]) -> bool:
+        return str(info.get("cluster_enabled", "0")) == "1"
+
+    def _client(self) -> Any:
+        client = self._sync
+        if client is not None:
+            return client
+        with self._lock:
+            if self._sync is None:
+                with self._translate("connecting"):
+                    if self._cluster is None:
+                        with redis.Redis.from_url(self._client_url, **self._client_kwargs(is_async=False)) as probe:
+                            self._cluster = self._cluster_enabled(self._probe_info(probe.info, "cluster"))
+                    kwargs = self._client_kwargs(is_async=False)
+                    if self._cluster:
+                        self._sync = redis.cluster.RedisCluster.from_url(self._client_url, **kwargs)
+                    else:
+                        self._sync = redis.Redis.from_url(self._client_url, **kwargs)
+            return self._sync
+
+    @staticmethod
+    def _probe_info(info: Callable[[str], Any], section: str) -> dict[str, Any]:
+        try:
+            return dict(info(section))
+        except ResponseError:  # INFO not allowed (managed services may restrict it): not a cluster
+            return {}
+
+    async def _aclient(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is not None:
+            return client
+        with self._translate("connecting"):
+            if self._cluster is None:
+                probe = redis.asyncio.Redis.from_url(self._client_url, **self._client_kwargs(is_async=True))
+                try:
+                    try:
+                        info = dict(await probe.info("cluster"))
+                    except ResponseError:
+                        info = {}
+                    self._cluster = self._cluster_enabled(info)
+                finally:
+                    await probe.aclose()
+            kwargs = self._client_kwargs(is_async=True)
+            if self._cluster:
+                client = redis.asyncio.cluster.RedisCluster.from_url(self._client_url, **kwargs)
+                await client.initialize()
+            else:
+                client = redis.asyncio.Redis.from_url(self._client_url, **kwargs)
+        self._async[loop] = client
+        return client
+
+    def close(self) -> None:
+        """Close the connections (idempotent). Async clients are closed by `aclose`."""
+        with self._lock:
+            client, self._sync = self._sync, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._async = weakref.WeakKeyDictionary()
+
+    async def aclose(self) -> None:
+        """Close the connections of this event loop's async client, and the sync ones."""
+        with contextlib.suppress(RuntimeError):
+            client = self._async.pop(asyncio.get_running_loop(), None)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+        self.close()
+
+    # -- drivers: run a plan's operations, sync or async ----------------------------------------------
+    @contextlib.contextmanager
+    def _translate(self, what: str, keys: tuple[str, ...] = ()) -> Iterator[None]:
+        """Turn redis-py errors into this library's, naming the URL (never the password)."""
+        try:
+            yield
+        except PersistencyError:
+            raise
+        except ResponseError as exc:
+            msg = self._scrub(str(exc))
+            if "WRONGTYPE" in msg:
+                raise CorruptCheckpointError(
+                    f"{self.url}: {what}: key(s) {', '.join(keys)} hold a value of the wrong type ({msg})"
+                ) from exc
+            kind = type(exc).__name__
+            raise StorageUnavailableError(f"Redis at {self.url} refused {what}: {kind}: {msg}") from exc
+        except (RedisError, OSError) as exc:
+            kind = type(exc).__name__
+            raise StorageUnavailableError(
+                f"Redis at {self.url} unavailable while {what}: {kind}: {self._scrub(str(exc))}"
+            ) from exc
+
+    def _run(self, plan: _Plan[_T]) -> _T:
+        reply: Any = None
+        while True:
+            try:
+                op = plan.send(reply)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            client = self._client()
+            if op is _CONNECT:
+                reply = None
+                continue
+            with self._translate(op.what, op.keys if isinstance(op, _Script) else ()):
+                if isinstance(op, _Script):
+                    sha, text = _SCRIPTS[op.name]
+                    try:
+                        reply = client.execute_command("EVALSHA", sha, len(op.keys), *op.keys, *op.args)
+                    except NoScriptError:
+                        reply = client.execute_command("EVAL", text, len(op.keys), *op.keys, *op.args)
+                elif isinstance(op, _Call):
+                    reply = client.execute_command(*op.args)
+                else:
+                    pipe = client.pipeline(transaction=False)
+                    for call in op.calls:
+                        pipe.execute_command(*call.args)
+                    reply = pipe.execute()
+
+    async def _arun(self, plan: _Plan[_T]) -> _T:
+        reply: Any = None
+        while True:
+            try:
+                op = plan.send(reply)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            client = await self._aclient()
+            if op is _CONNECT:
+                reply = None
+                continue
+            with self._translate(op.what, op.keys if isinstance(op, _Script) else ()):
+                if isinstance(op, _Script):
+                    sha, text = _SCRIPTS[op.name]
+                    try:
+                        reply = await client.execute_command("EVALSHA", sha, len(op.keys), *op.keys, *op.args)
+                    except NoScriptError:
+                        reply = await client.execute_command("EVAL", text, len(op.keys), *op.keys, *op.args)
+                elif isinstance(op, _Call):
+                    reply = await client.execute_command(*op.args)
+                else:
+                    pipe = client.pipeline(transaction=False)
+                    for call in op.calls:
+                        pipe.execute_command(*call.args)
+                    reply = await pipe.execute()
+
+    # -- decoding replies (no I/O) ------------------------------------------------------------------------
+    def _decode_rows(self, keys: _Keys, sid: str, reply: Any) -> tuple[dict[str, Record], dict[str, str]]:
+        """Records (and their signatures) from a load/fetch reply ``{ids, infos, payloads}``."""
+        records: dict[str, Record] = {}
+        sigs: dict[str, str] = {}
+        if not reply:
+            return records, sigs
+        ids, infos, payloads = reply
+        for raw_id, info, payload in zip(ids, infos, payloads, strict=True):
+            cid = _text(raw_id)
+            where = self._where(keys, cid)
+            if info is None and payload is None:
+                continue
+            if info is None or payload is None:
+                part = "info" if info is None else "payload"
+                raise CorruptCheckpointError(f"{where}: the record's {part} is missing")
+            rec = decode_record(info + b"\n" + payload, where)
+            if rec.info.get("checkpoint_id") != cid or rec.info.get("session_id") != sid:
+                raise CorruptCheckpointError(
+                    f"{where}: holds checkpoint {rec.info.get('checkpoint_id')!r} of session "
+                    f"{rec.info.get('session_id')!r}, not {cid!r} of {sid!r}"
+                )
+            records[cid] = rec
+            sigs[cid] = _signature(info, payload)
+        return records, sigs
+
+    def _fetch_op(self, keys: _Keys, ids: list[str], what: str) -> _Script:
+        return _Script("fetch", keys.all, tuple(ids), what)
+
+    def _resolve(self, keys: _Keys, sid: str, records: dict[str, Record],
+                 fn: Callable[[Callable[[str], Record]], _T]) -> _Plan[_T]:
+        """Run codec ``fn`` over ``records``, fetching (one round trip each) any record it lacks."""
+
+        def lookup(cid: str) -> Record:
+            if cid not in records:
+                raise _Missing(cid)
+            return records[cid]
+
+        while True:
+            try:
+                return fn(lookup)
+            except _Missing as miss:
+                cid = miss.checkpoint_id
+                validate_id(cid, "referenced checkpoint id")
+                reply = yield self._fetch_op(keys, [cid], f"reading checkpoint {cid!r} of session {sid!r}")
+                got, _ = self._decode_rows(keys, sid, reply)
+                if cid not in got:
+                    raise CorruptCheckpointError(
+                        f"{self._where(keys, cid)}: missing, but another checkpoint of the session refers to it"
+                    ) from None
+                records.update(got)
+
+    # -- plans: the contract's logic, written once for both drivers ----------------------------------------
+    def _load_plan(self, sid: str, cid: str | None) -> _Plan[Checkpoint | None]:
+        keys = self._keys(sid)
+        what = f"loading {'the latest checkpoint' if cid is None else repr(cid)} of session {sid!r}"
+        reply = yield _Script("load", keys.all, (cid or "",), what)
+        if not reply:
+            return None
+        head_id = _text(reply[0][0])
+        records, _ = self._decode_rows(keys, sid, reply)
+        head = records[head_id]
+        missing = [r for r in _refs(head) if r not in records]
+        if missing:
+            for r in missing:
+                validate_id(r, "referenced checkpoint id")
+            got, _ = self._decode_rows(keys, sid, (yield self._fetch_op(keys, missing, what)))
+            records.update(got)
+        return (yield from self._resolve(keys, sid, records, lambda fetch: materialize(head, fetch)))
+
+    def _lineage_plan(self, sid: str, keys: _Keys, pid: str, cid: str, *, cached: bool) -> _Plan[tuple[Lineage, str]]:
+        """What the encoder needs of the parent, and its signature; from the cache when allowed."""
+        hit: tuple[Lineage, str] | None = self._lineages.get((sid, pid)) if cached else None
+        if hit is not None:
+            return hit
+        what = f"reading parent {pid!r} of checkpoint {cid!r} in session {sid!r}"
+        records, sigs = self._decode_rows(keys, sid, (yield self._fetch_op(keys, [pid], what)))
+        if pid not in records:
+            raise CheckpointNotFoundError(f"checkpoint {cid!r} names parent {pid!r}, which is not in session {sid!r}")
+        parent = records[pid]
+        missing = [r for r in _refs(parent) if r not in records]
+        if missing:
+            got, _ = self._decode_rows(keys, sid, (yield self._fetch_op(keys, missing, what)))
+            records.update(got)
+        lineage = yield from self._resolve(keys, sid, records, lambda fetch: lineage_of(parent, fetch))
+        result = (lineage, sigs[pid])
+        self._lineages.put((sid, pid), result)
+        return result
+
+    def _save_plan(self, checkpoint: Checkpoint) -> _Plan[None]:
+        sid = validate_id(checkpoint.session_id, "session_id")
+        cid = validate_id(checkpoint.checkpoint_id, "checkpoint_id")
+        pid = None if checkpoint.parent_id is None else validate_id(checkpoint.parent_id, "parent_id")
+        keys = self._keys(sid)
+        yield _CONNECT
+        nonce = secrets.token_hex(8)
+        what = f"saving checkpoint {cid!r} of session {sid!r}"
+        status = ""
+        for attempt in range(3):
+            parent, sig = (None, "")
+            if pid is not None:
+                parent, sig = yield from self._lineage_plan(sid, keys, pid, cid, cached=attempt == 0)
+            data, lineage = encode_record(checkpoint, parent)
+            info_line, _, rest = data.partition(b"\n")
+            payload_line = rest.rstrip(b"\n")
+            base = decode_record(data, f"checkpoint {cid!r} being saved").base
+            if self._cluster and pid is None:
+                # The index entry goes first, so a crash after the record cannot leave it unlisted.
+                yield _Call(("ZADD", self._index_key, 0, sid), f"indexing session {sid!r}")
+            status = _text((yield _Script(
+                "save", self._session_keys(keys),
+                (cid, info_line, payload_line, f"{nonce} {base or '-'}", nonce, pid or "", sig, self._ttl_ms, sid),
+                what,
+            )))
+            if status != "stale":
+                break
+            self._lineages.drop_session(sid)  # the session was re-created under us: re-read the parent
+        if status == "conflict":
+            raise CheckpointConflictError(f"checkpoint {cid!r} already exists in session {sid!r}")
+        if status == "noparent":
+            self._lineages.drop_session(sid)
+            raise CheckpointNotFoundError(f"checkpoint {cid!r} names parent {pid!r}, which is not in session {sid!r}")
+        if status == "stale":
+            raise CheckpointConflictError(
+                f"checkpoint {cid!r}: its parent {pid!r} in session {sid!r} kept changing while saving "
+                "(the session is being deleted and re-created concurrently)"
+            )
+        if status not in ("ok", "created", "replay"):
+            raise StorageUnavailableError(f"Redis at {self.url}: unexpected reply {status!r} while {what}")
+        if self._cluster and pid is None and status in ("created", "replay"):
+            # Again after the record: a delete racing the first save may have removed the entry.
+            yield _Call(("ZADD", self._index_key, 0, sid), f"indexing session {sid!r}")
+        self._lineages.put((sid, cid), (lineage, _signature(info_line, payload_line)))
+
+    def _get_plan(self, session_id: str, checkpoint_id: str) -> _Plan[Checkpoint]:
+        sid = validate_id(session_id, "session_id")
+        cid = validate_id(checkpoint_id, "checkpoint_id")
+        cp = yield from self._load_plan(sid, cid)
+        if cp is None:
+            raise CheckpointNotFoundError(f"no checkpoint {cid!r} in session {sid!r}")
+        return cp
+
+    def _latest_plan(self, session_id: str) -> _Plan[Checkpoint | None]:
+        sid = validate_id(session_id, "session_id")
+        return (yield from self._load_plan(sid, None))
+
+    def _list_plan(self, session_id: str, run_id: str | None, limit: int | None,
+                   before: str | None) -> _Plan[list[CheckpointInfo]]:
+        sid = validate_id(session_id, "session_id")
+        if before is not None:
+            validate_id(before, "before")
+        if run_id is not None:
+            validate_id(run_id, "run_id")
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        if limit == 0:
+            return []
+        keys = self._keys(sid)
+        what = f"listing session {sid!r}"
+        fetch_limit = limit if limit is not None and run_id is None else -1
+        ids, lines = yield _Script("list", (keys.ids, keys.info), (before or "", fetch_limit), what)
+        raws: dict[str, dict[str, Any]] = {}
+        selected: list[str] = []
+        for raw_id, line in zip(ids, lines, strict=True):
+            cid = _text(raw_id)
+            raws[cid] = self._raw_info(keys, sid, cid, line)
+            if run_id is not None and raws[cid].get("run_id") != run_id:
+                continue
+            selected.append(cid)
+            if limit is not None and len(selected) >= limit:
+                break
+        missing = sorted({str(m["ref"]) for c in selected if "ref" in (m := raws[c]["metadata"])} - set(raws))
+        if missing:
+            for r in missing:
+                validate_id(r, "referenced checkpoint id")
+            got = yield _Call(("HMGET", keys.info, *missing), what)
+            for cid, line in zip(missing, got, strict=True):
+                if line is not None:
+                    raws[cid] = self._raw_info(keys, sid, cid, line)
+
+        def fetch_info(cid: str) -> dict[str, Any]:
+            if cid not in raws:
+                raise CorruptCheckpointError(f"{self._where(keys, cid)}: missing, but another checkpoint refers to it")
+            return raws[cid]
+
+        return [info_from_raw(raws[c], self._where(keys, c), fetch_info) for c in reversed(selected)]
+
+    def _raw_info(self, keys: _Keys, sid: str, cid: str, line: bytes | None) -> dict[str, Any]:
+        where = f"{self.url} key {keys.info!r} field {cid!r}"
+        if line is None:
+            raise CorruptCheckpointError(f"{where}: listed in {keys.ids!r} but has no info")
+        info = decode_info_line(line, where)
+        if info.get("checkpoint_id") != cid or info.get("session_id") != sid:
+            raise CorruptCheckpointError(f"{where}: holds checkpoint {info.get('checkpoint_id')!r} of session "
+                                         f"{info.get('session_id')!r}")
+        return info
+
+    def _sessions_plan(self) -> _Plan[list[str]]:
+        what = "listing sessions"
+        names = yield _Call(("ZRANGE", self._index_key, 0, -1), what)
+        sids = []
+        for name in names:
+            with contextlib.suppress(PersistencyError):
+                sids.append(validate_id(_text(name)))
+        if not sids:
+            return []
+        exists = yield _Batch(tuple(_Call(("EXISTS", self._keys(s).ids), what) for s in sids), what)
+        live = [s for s, e in zip(sids, exists, strict=True) if e]
+        stale = [s for s, e in zip(sids, exists, strict=True) if not e]
+        if stale:
+            # Prune entries of sessions that expired (TTL) or were half-created by a crash; re-check
+            # afterwards so that a session created meanwhile keeps its entry.
+            yield _Call(("ZREM", self._index_key, *stale), what)
+            again = yield _Batch(tuple(_Call(("EXISTS", self._keys(s).ids), what) for s in stale), what)
+            back = [s for s, e in zip(stale, again, strict=True) if e]
+            if back:
+                yield _Call(("ZADD", self._index_key, *[x for s in back for x in (0, s)]), what)
+            live.extend(back)
+        return sorted(live)
+
+    def _delete_plan(self, session_id: str) -> _Plan[None]:
+        sid = validate_id(session_id, "session_id")
+        keys = self._keys(sid)
+        what = f"deleting session {sid!r}"
+        yield _CONNECT
+        yield _Script("delete", self._session_keys(keys), (sid,), what)
+        self._lineages.drop_session(sid)
+        if self._cluster:
+            yield _Call(("ZREM", self._index_key, sid), what)
+            if (yield _Call(("EXISTS", keys.ids), what)):  # re-created meanwhile: keep it listed
+                yield _Call(("ZADD", self._index_key, 0, sid), what)
+
+    # -- the contract ----------------------------------------------------------------------------------------
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` create-only in one atomic round trip (the parent lineage is cached)."""
+        self._run(self._save_plan(checkpoint))
+
+    def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
+        """Load one checkpoint; its base chain comes back in the same round trip."""
+        return self._run(self._get_plan(session_id, checkpoint_id))
+
+    def get_latest_checkpoint(self, session_id: str) -> Checkpoint | None:
+        """The checkpoint with the greatest id, found and loaded in one round trip."""
+        return self._run(self._latest_plan(session_id))
+
+    def list_checkpoints(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> list[CheckpointInfo]:
+        """Infos oldest first, reading the ``info`` hash only (never a message payload)."""
+        return self._run(self._list_plan(session_id, run_id, limit, before))
+
+    def list_sessions(self) -> list[str]:
+        """Every session with at least one checkpoint, sorted (from the session index)."""
+        return self._run(self._sessions_plan())
+
+    def delete_session(self, session_id: str) -> None:
+        """Remove every key of the session and its index entry; a missing session is not an error."""
+        self._run(self._delete_plan(session_id))
+
+    async def asave_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Async `save_checkpoint` on redis.asyncio."""
+        await self._arun(self._save_plan(checkpoint))
+
+    async def aget_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
+        """Async `get_checkpoint` on redis.asyncio."""
+        return await self._arun(self._get_plan(session_id, checkpoint_id))
+
+    async def aget_latest_checkpoint(self, session_id: str) -> Checkpoint | None:
+        """Async `get_latest_checkpoint` on redis.asyncio."""
+        return await self._arun(self._latest_plan(session_id))
+
+    async def alist_checkpoints(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> list[CheckpointInfo]:
+        """Async `list_checkpoints` on redis.asyncio."""
+        return await self._arun(self._list_plan(session_id, run_id, limit, before))
+
+    async def alist_sessions(self) -> list[str]:
+        """Async `list_sessions` on redis.asyncio."""
+        return await self._arun(self._sessions_plan())
+
+    async def adelete_session(self, session_id: str) -> None:
+        """Async `delete_session` on redis.asyncio."""
+        await self._arun(self._delete_plan(session_id))
