@@ -6,6 +6,9 @@ resumed under an explicit policy. The public API is listed here once; everything
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from persistency.errors import (
     CheckpointConflictError,
     CheckpointNotFoundError,
@@ -23,10 +26,34 @@ from persistency.errors import (
 )
 from persistency.ids import checkpoint_id_for, run_id_for, validate_id
 from persistency.models import SCHEMA_VERSION, Checkpoint, CheckpointInfo
+from persistency.policies import ResumePolicy
 from persistency.provider import PersistencyStorageProvider
 from persistency.registry import DEFAULT_URL, provider_from_url
 
+if TYPE_CHECKING:
+    from persistency.feature import LostCheckpoint, Persistency
+    from persistency.rebuild import RebuiltChat, continue_chat, rebuild_chat, recreate_agents_from_checkpoint
+    from persistency.scripted import ScriptedModelClient
+
 __version__ = "0.1.0"
+
+# Names whose modules import AG2 are loaded on first use, so storage-only code (the CLI's
+# listing, the providers) does not pay for importing autogen.
+_LAZY = {
+    "LostCheckpoint": "persistency.feature",
+    "Persistency": "persistency.feature",
+    "RebuiltChat": "persistency.rebuild",
+    "ScriptedModelClient": "persistency.scripted",
+    "continue_chat": "persistency.rebuild",
+    "rebuild_chat": "persistency.rebuild",
+    "recreate_agents_from_checkpoint": "persistency.rebuild",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'persistency' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_URL",
@@ -39,17 +66,25 @@ __all__ = [
     "CorruptCheckpointError",
     "EncryptionError",
     "InvalidIdentifierError",
+    "LostCheckpoint",
     "MissingDependencyError",
+    "Persistency",
     "PersistencyError",
     "PersistencyStorageProvider",
     "ProviderConfigError",
+    "RebuiltChat",
     "ResumeError",
+    "ResumePolicy",
+    "ScriptedModelClient",
     "SerializationError",
     "StorageUnavailableError",
     "UnsupportedSchemaError",
     "__version__",
     "checkpoint_id_for",
+    "continue_chat",
     "provider_from_url",
+    "rebuild_chat",
+    "recreate_agents_from_checkpoint",
     "run_id_for",
     "validate_id",
 ]
