@@ -30,8 +30,10 @@ _AG2_CLASSES = frozenset({"ConversableAgent", "AssistantAgent", "UserProxyAgent"
 
 def _class_name(agent: object) -> str:
     cls = type(agent)
-    return cls.__name__ if cls.__module__.startswith("autogen.") and cls.__name__ in _AG2_CLASSES else (
-        f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__name__
+        if cls.__module__.startswith("autogen.") and cls.__name__ in _AG2_CLASSES
+        else (f"{cls.__module__}.{cls.__qualname__}")
     )
 
 
@@ -80,9 +82,7 @@ def groupchat_state(groupchat: GroupChat) -> dict[str, Any]:
         "max_round": groupchat.max_round,
         "admin_name": groupchat.admin_name,
         "speaker_selection_method": speaker_selection_state(groupchat.speaker_selection_method),
-        "allow_repeat_speaker": (
-            [a.name for a in allow_repeat] if isinstance(allow_repeat, list) else allow_repeat
-        ),
+        "allow_repeat_speaker": ([a.name for a in allow_repeat] if isinstance(allow_repeat, list) else allow_repeat),
         "allowed_or_disallowed_speaker_transitions": (
             {str(getattr(k, "name", k)): [str(getattr(a, "name", a)) for a in v] for k, v in transitions.items()}
             if transitions

@@ -83,8 +83,13 @@ def _env_names(key: str, api_type: str | None) -> tuple[str, ...]:
 
 
 def _fill_secrets(
-    value: Any, owner: str, secrets: Mapping[str, str], env: Mapping[str, str], warnings: list[str],
-    api_type: str | None = None, key: str | None = None,
+    value: Any,
+    owner: str,
+    secrets: Mapping[str, str],
+    env: Mapping[str, str],
+    warnings: list[str],
+    api_type: str | None = None,
+    key: str | None = None,
 ) -> Any:
     """Replace each redacted field with the caller's or the environment's value, or drop it."""
     if isinstance(value, dict):
@@ -99,8 +104,9 @@ def _fill_secrets(
                 out[k] = filled
         return out
     if isinstance(value, list):
-        return [x for x in (_fill_secrets(v, owner, secrets, env, warnings, api_type, key) for v in value)
-                if x is not _DROP]
+        return [
+            x for x in (_fill_secrets(v, owner, secrets, env, warnings, api_type, key) for v in value) if x is not _DROP
+        ]
     if value == REDACTED and key is not None:
         for name in (f"{owner}.{key}", key):
             if name in secrets:
@@ -116,8 +122,9 @@ def _fill_secrets(
 _DROP = object()
 
 
-def _llm_config(stored: Any, owner: str, secrets: Mapping[str, str], env: Mapping[str, str],
-                warnings: list[str]) -> Any:
+def _llm_config(
+    stored: Any, owner: str, secrets: Mapping[str, str], env: Mapping[str, str], warnings: list[str]
+) -> Any:
     if stored is None or stored is False:
         return stored
     filled = _fill_secrets(copy.deepcopy(stored), owner, secrets, env, warnings)
@@ -130,8 +137,9 @@ def _client_names(llm_config: Any) -> list[str]:
     return [str(e["model_client_cls"]) for e in llm_config.get("config_list", []) if e.get("model_client_cls")]
 
 
-def _restore_termination(spec: Mapping[str, Any], owner: str, overrides: Mapping[str, Callable[..., bool]],
-                 strict: bool, warnings: list[str]) -> Callable[..., bool] | None:
+def _restore_termination(
+    spec: Mapping[str, Any], owner: str, overrides: Mapping[str, Callable[..., bool]], strict: bool, warnings: list[str]
+) -> Callable[..., bool] | None:
     if owner in overrides:
         return overrides[owner]
     if _term.is_restorable(spec):
@@ -159,9 +167,15 @@ def _code_execution(stored: Any, owner: str, warnings: list[str]) -> Any:
 
 
 def _build_agent(
-    state: Mapping[str, Any], *, secrets: Mapping[str, str], env: Mapping[str, str],
-    clients: Mapping[str, type], overrides: Mapping[str, Callable[..., bool]], llm_override: Any,
-    strict: bool, warnings: list[str],
+    state: Mapping[str, Any],
+    *,
+    secrets: Mapping[str, str],
+    env: Mapping[str, str],
+    clients: Mapping[str, type],
+    overrides: Mapping[str, Callable[..., bool]],
+    llm_override: Any,
+    strict: bool,
+    warnings: list[str],
 ) -> ConversableAgent:
     name = str(state["name"])
     cls = _CLASSES.get(str(state.get("class")))
@@ -239,8 +253,15 @@ def rebuild_chat(
     gc_state = ms.get("groupchat")
     if not isinstance(gc_state, dict) or not isinstance(ms.get("initiator"), str):
         raise ResumeError(f"checkpoint {checkpoint.checkpoint_id!r} has no group chat state to rebuild from")
-    kw = {"secrets": secrets, "env": env, "clients": clients, "overrides": overrides, "llm_override": llm_config,
-          "strict": strict, "warnings": warnings}
+    kw = {
+        "secrets": secrets,
+        "env": env,
+        "clients": clients,
+        "overrides": overrides,
+        "llm_override": llm_config,
+        "strict": strict,
+        "warnings": warnings,
+    }
     agents = {name: _build_agent(state, **kw) for name, state in checkpoint.agent_states.items()}
     order = [str(n) for n in gc_state.get("agents", [])]
     missing = [n for n in [*order, ms["initiator"]] if n not in agents]
@@ -252,8 +273,7 @@ def rebuild_chat(
     if not isinstance(method, str):
         if speaker_selection_method is None:
             text = (
-                f"the group chat used custom speaker selection {method.get('custom')!r}; "
-                "pass speaker_selection_method="
+                f"the group chat used custom speaker selection {method.get('custom')!r}; pass speaker_selection_method="
             )
             if strict:
                 raise ResumeError(text)
@@ -284,8 +304,10 @@ def rebuild_chat(
     )
     mname = str(ms.get("name", "chat_manager"))
     mllm = ms.get("llm_config", False)
-    mllm = llm_config if llm_config is not None and mllm not in (None, False) else _llm_config(
-        mllm, mname, secrets, env, warnings
+    mllm = (
+        llm_config
+        if llm_config is not None and mllm not in (None, False)
+        else _llm_config(mllm, mname, secrets, env, warnings)
     )
     manager = GroupChatManager(
         groupchat,
@@ -293,8 +315,9 @@ def rebuild_chat(
         system_message=ms.get("system_message", "Group chat manager."),
         description=ms.get("description"),
         llm_config=mllm,
-        is_termination_msg=_restore_termination(ms.get("termination", {"kind": "default"}), mname, overrides, strict,
-                                        warnings),
+        is_termination_msg=_restore_termination(
+            ms.get("termination", {"kind": "default"}), mname, overrides, strict, warnings
+        ),
     )
     restore_histories(manager, groupchat, agents, checkpoint.messages)
     opening_step = ms.get("opening_step")
@@ -311,15 +334,21 @@ recreate_agents_from_checkpoint = rebuild_chat
 
 
 def _prepare_continue(
-    cp: Checkpoint | None, session_id: str, checkpoint_id: str | None, message: Any, max_rounds: int | None,
+    cp: Checkpoint | None,
+    session_id: str,
+    checkpoint_id: str | None,
+    message: Any,
+    max_rounds: int | None,
     rebuild_kwargs: dict[str, Any],
 ) -> tuple[RebuiltChat, Any, ResumePolicy]:
     if cp is None:
         raise ResumeError(f"session {session_id!r} has no checkpoints to continue")
     chat = rebuild_chat(cp, **rebuild_kwargs)
     if message is None:
-        if checkpoint_id is None and cp.kind == "run_end" and cp.end_reason in (
-            "termination_message", "max_rounds", "superseded"
+        if (
+            checkpoint_id is None
+            and cp.kind == "run_end"
+            and cp.end_reason in ("termination_message", "max_rounds", "superseded")
         ):
             raise ResumeError(
                 f"the latest run of session {session_id!r} is finished ({cp.end_reason}); give a message to "
@@ -327,7 +356,8 @@ def _prepare_continue(
             )
         message = chat.opening_message
     policy = (
-        ResumePolicy.resume_from(checkpoint_id, max_rounds) if checkpoint_id is not None
+        ResumePolicy.resume_from(checkpoint_id, max_rounds)
+        if checkpoint_id is not None
         else ResumePolicy.resume_latest(max_rounds)
     )
     return chat, message, policy
@@ -351,8 +381,11 @@ def continue_chat(
     """
     from persistency.feature import Persistency
 
-    cp = (provider.get_checkpoint(session_id, checkpoint_id) if checkpoint_id is not None
-          else provider.get_latest_checkpoint(session_id))
+    cp = (
+        provider.get_checkpoint(session_id, checkpoint_id)
+        if checkpoint_id is not None
+        else provider.get_latest_checkpoint(session_id)
+    )
     chat, message, policy = _prepare_continue(cp, session_id, checkpoint_id, message, max_rounds, rebuild_kwargs)
     assert cp is not None
     feature = Persistency(provider, session_id, policy=policy, metadata=cp.metadata).attach(chat.manager)
@@ -376,8 +409,11 @@ async def acontinue_chat(
     """Async `continue_chat` (``a_initiate_chat``; storage through the provider's async twins)."""
     from persistency.feature import Persistency
 
-    cp = (await provider.aget_checkpoint(session_id, checkpoint_id) if checkpoint_id is not None
-          else await provider.aget_latest_checkpoint(session_id))
+    cp = (
+        await provider.aget_checkpoint(session_id, checkpoint_id)
+        if checkpoint_id is not None
+        else await provider.aget_latest_checkpoint(session_id)
+    )
     chat, message, policy = _prepare_continue(cp, session_id, checkpoint_id, message, max_rounds, rebuild_kwargs)
     assert cp is not None
     feature = Persistency(provider, session_id, policy=policy, metadata=cp.metadata).attach(chat.manager)

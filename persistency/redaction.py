@@ -133,7 +133,7 @@ def _llm_config_dict(llm_config: Any) -> Any:
         try:
             # model_dump() unwraps SecretStr into clear text: the result goes straight to redact().
             return dump(exclude_none=True)
-        except Exception:  # noqa: BLE001 - a config we cannot dump is described, never stored
+        except Exception:
             return _describe_object(llm_config)
     return llm_config
 

@@ -193,7 +193,7 @@ def _placeholder_swap(code: types.CodeType, ref: types.CodeType) -> str | None:
     ):
         return None
     found: str | None = None
-    for mine, theirs in zip(code.co_consts, ref.co_consts):
+    for mine, theirs in zip(code.co_consts, ref.co_consts, strict=True):
         if theirs == _P:
             if not isinstance(mine, str) or not mine:
                 return None

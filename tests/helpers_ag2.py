@@ -17,7 +17,7 @@ from typing import Any
 
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
-__all__ = ["Chat", "Crash", "Faults", "build_chat", "digest", "histories", "scripted_reply"]
+__all__ = ["Chat", "Crash", "Faults", "build_chat", "digest", "histories", "on_run_end", "scripted_reply"]
 
 
 class Crash(RuntimeError):
@@ -52,8 +52,12 @@ def digest(messages: list[dict[str, Any]]) -> str:
 def scripted_reply(terminate_at: int | None, faults: Faults | None) -> Callable[..., tuple[bool, Any]]:
     """A reply function: ``"<name> step <n> saw <digest>"``; exactly "TERMINATE" at ``terminate_at``."""
 
-    def reply(recipient: ConversableAgent, messages: list[dict[str, Any]] | None = None,
-              sender: Agent | None = None, config: Any = None) -> tuple[bool, Any]:
+    def reply(
+        recipient: ConversableAgent,
+        messages: list[dict[str, Any]] | None = None,
+        sender: Agent | None = None,
+        config: Any = None,
+    ) -> tuple[bool, Any]:
         history = messages or []
         step = len(history) + 1
         if faults is not None:
@@ -112,3 +116,55 @@ def histories(chat: Chat) -> dict[str, dict[str, list[dict[str, Any]]]]:
     for agent in [chat.user, *chat.agents, chat.manager]:
         out[agent.name] = {peer.name: [dict(m) for m in msgs] for peer, msgs in agent.chat_messages.items() if msgs}
     return out
+
+
+def on_run_end(provider: Any, action: Callable[[], None]) -> None:
+    """Make ``provider`` call ``action`` (raise, or kill the process) instead of storing a run_end."""
+    save, asave = provider.save_checkpoint, provider.asave_checkpoint
+
+    def patched(cp: Any) -> None:
+        if cp.kind == "run_end":
+            action()
+        save(cp)
+
+    async def apatched(cp: Any) -> None:
+        if cp.kind == "run_end":
+            action()
+        await asave(cp)
+
+    provider.save_checkpoint = patched
+    provider.asave_checkpoint = apatched
+
+
+# -- a child process for kill tests: ``python -m tests.helpers_ag2 URL SESSION KILL_AT [options]`` ----------
+def _child(argv: list[str]) -> int:
+    import argparse
+    import asyncio
+
+    from persistency import Persistency, provider_from_url
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("session")
+    parser.add_argument("kill_at", type=int, help="step about to be produced when the process kills itself")
+    parser.add_argument("--async", dest="is_async", action="store_true")
+    parser.add_argument("--max-round", type=int, default=9)
+    parser.add_argument("--terminate-at", type=int, default=None)
+    parser.add_argument("--message", default="hello")
+    args = parser.parse_args(argv)
+    chat = build_chat(max_round=args.max_round, terminate_at=args.terminate_at, faults=Faults(kill_at=args.kill_at))
+    provider = provider_from_url(args.url)
+    if args.kill_at > 10_000:  # kill while storing the run end, after the last step was stored
+        on_run_end(provider, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    Persistency(provider, args.session).attach(chat.manager)
+    if args.is_async:
+        asyncio.run(chat.user.a_initiate_chat(chat.manager, message=args.message, silent=True))
+    else:
+        chat.user.initiate_chat(chat.manager, message=args.message, silent=True)
+    return 3  # not killed: the test fails on this exit code
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_child(sys.argv[1:]))

@@ -123,21 +123,23 @@ class Persistency:
                 raise PersistencyError(f"manager {manager.name!r} already has a Persistency attached")
 
         def persistency_before_start(
-            recipient: ConversableAgent, messages: list[dict[str, Any]] | None = None,
-            sender: Agent | None = None, config: Any = None,
+            recipient: ConversableAgent,
+            messages: list[dict[str, Any]] | None = None,
+            sender: Agent | None = None,
+            config: Any = None,
         ) -> tuple[bool, Any]:
             return self._before_start(recipient, messages, sender)
 
         async def a_persistency_before_start(
-            recipient: ConversableAgent, messages: list[dict[str, Any]] | None = None,
-            sender: Agent | None = None, config: Any = None,
+            recipient: ConversableAgent,
+            messages: list[dict[str, Any]] | None = None,
+            sender: Agent | None = None,
+            config: Any = None,
         ) -> tuple[bool, Any]:
             return await self._a_before_start(recipient, messages, sender)
 
         manager.register_reply([Agent, None], persistency_before_start, position=0)
-        manager.register_reply(
-            [Agent, None], a_persistency_before_start, position=0, ignore_async_in_sync_chat=True
-        )
+        manager.register_reply([Agent, None], a_persistency_before_start, position=0, ignore_async_in_sync_chat=True)
         self._hooks = (persistency_before_start, a_persistency_before_start)
         self._manager = manager
         return self
@@ -188,14 +190,10 @@ class Persistency:
                 return entry["reply_func"], entry["config"]
         return None
 
-    def _applies(self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None,
-                 sender: Agent | None) -> bool:
-        return (
-            self._active is None
-            and recipient is self._manager
-            and sender is not None
-            and bool(messages)
-        )
+    def _applies(
+        self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None, sender: Agent | None
+    ) -> bool:
+        return self._active is None and recipient is self._manager and sender is not None and bool(messages)
 
     def _max_run_seq(self, latest: CheckpointInfo | None) -> int:
         if latest is None:
@@ -203,12 +201,21 @@ class Persistency:
         parsed = parse_checkpoint_id(latest.checkpoint_id)
         if parsed is not None:
             return parsed[0]
-        seqs = [p[0] for i in self.provider.list_checkpoints(self.session_id)
-                if (p := parse_checkpoint_id(i.checkpoint_id)) is not None]
+        seqs = [
+            p[0]
+            for i in self.provider.list_checkpoints(self.session_id)
+            if (p := parse_checkpoint_id(i.checkpoint_id)) is not None
+        ]
         return max(seqs, default=0)
 
-    def _plan(self, policy: ResumePolicy, incoming: Incoming, registered: GroupChat,
-              latest: CheckpointInfo | None, target: Checkpoint | None) -> RunPlan:
+    def _plan(
+        self,
+        policy: ResumePolicy,
+        incoming: Incoming,
+        registered: GroupChat,
+        latest: CheckpointInfo | None,
+        target: Checkpoint | None,
+    ) -> RunPlan:
         return plan_run(
             policy,
             incoming=incoming,
@@ -249,8 +256,14 @@ class Persistency:
         return latest, target
 
     def _start(
-        self, manager: GroupChatManager, registered: GroupChat, messages: list[dict[str, Any]], sender: Agent,
-        plan: RunPlan, *, is_async: bool,
+        self,
+        manager: GroupChatManager,
+        registered: GroupChat,
+        messages: list[dict[str, Any]],
+        sender: Agent,
+        plan: RunPlan,
+        *,
+        is_async: bool,
     ) -> tuple[Run, list[dict[str, Any]], Agent]:
         """Restore the plan's state into the agents and build the run (no I/O)."""
         agents: dict[str, Agent] = {a.name: a for a in registered.agents}
@@ -274,8 +287,9 @@ class Persistency:
         self._last_run_id = run.run_id
         return run, loop_messages, loop_sender
 
-    def _before_start(self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None,
-                      sender: Agent | None) -> tuple[bool, Any]:
+    def _before_start(
+        self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None, sender: Agent | None
+    ) -> tuple[bool, Any]:
         if not self._applies(recipient, messages, sender):
             return False, None
         assert isinstance(recipient, GroupChatManager) and messages and sender is not None
@@ -297,8 +311,9 @@ class Persistency:
             self._active = None
         return True, None
 
-    async def _a_before_start(self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None,
-                              sender: Agent | None) -> tuple[bool, Any]:
+    async def _a_before_start(
+        self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None, sender: Agent | None
+    ) -> tuple[bool, Any]:
         if not self._applies(recipient, messages, sender):
             return False, None
         assert isinstance(recipient, GroupChatManager) and messages and sender is not None

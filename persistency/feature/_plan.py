@@ -132,8 +132,9 @@ def _continue(cp: Checkpoint, run_seq: int, max_rounds: int | None, *, same_run:
     )
 
 
-def _new(run_seq: int, history: list[dict[str, Any]], parent: str | None, budget: int,
-         source: Checkpoint | None = None) -> RunPlan:
+def _new(
+    run_seq: int, history: list[dict[str, Any]], parent: str | None, budget: int, source: Checkpoint | None = None
+) -> RunPlan:
     n = len(history)
     return RunPlan(run_seq, "new", history, None, parent, n, budget, n, source)
 

@@ -55,9 +55,7 @@ class Run:
         self.secrets = secrets
         self.run_id = run_id_for(plan.run_seq)
         self.writer = RunWriter(feature.provider, plan.parent_id, feature.on_error)
-        self.background = (
-            BackgroundWriter(self.writer, feature.max_pending) if feature.durability == "async" else None
-        )
+        self.background = BackgroundWriter(self.writer, feature.max_pending) if feature.durability == "async" else None
         self._task: asyncio.Task[None] | None = None
         self._skip_next = plan.mode == "continue"
         self.loop_appends = 0
@@ -101,8 +99,13 @@ class Run:
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def checkpoint(
-        self, *, kind: str = "step", end_reason: EndReason | None = None, error: str | None = None,
-        end_seq: int = 0, detail: str | None = None,
+        self,
+        *,
+        kind: str = "step",
+        end_reason: EndReason | None = None,
+        error: str | None = None,
+        end_seq: int = 0,
+        detail: str | None = None,
     ) -> Checkpoint:
         """A checkpoint of the current state, built without validation or deep copies (hot path)."""
         messages = list(self.groupchat.messages)
@@ -217,8 +220,9 @@ class Run:
                 raise
         self._finish_write(reason, exc, detail, raise_errors=exc is None)
 
-    def _finish_write(self, reason: EndReason, exc: BaseException | None, detail: str | None,
-                      *, raise_errors: bool) -> None:
+    def _finish_write(
+        self, reason: EndReason, exc: BaseException | None, detail: str | None, *, raise_errors: bool
+    ) -> None:
         cp = self._end(reason, exc, detail)
         for _ in range(_END_RETRIES):
             try:
@@ -243,8 +247,9 @@ class Run:
                 raise
         await self._afinish_write(reason, exc, detail, raise_errors=exc is None)
 
-    async def _afinish_write(self, reason: EndReason, exc: BaseException | None, detail: str | None,
-                             *, raise_errors: bool) -> None:
+    async def _afinish_write(
+        self, reason: EndReason, exc: BaseException | None, detail: str | None, *, raise_errors: bool
+    ) -> None:
         cp = self._end(reason, exc, detail)
         for _ in range(_END_RETRIES):
             try:
