@@ -1,0 +1,195 @@
+"""Every resume policy, as issue #3 defines it: resume_latest (incl. the Koog bug), resume_from,
+fresh_with_history, fresh, max_rounds, next_run."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from persistency import (
+    Persistency,
+    PersistencyStorageProvider,
+    ResumeError,
+    ResumePolicy,
+    provider_from_url,
+)
+from tests.helpers_ag2 import Chat, Crash, Faults, build_chat
+
+
+@pytest.fixture
+def provider() -> PersistencyStorageProvider:
+    return provider_from_url(f"memory://pol-{uuid.uuid4().hex}")
+
+
+def go(
+    provider: PersistencyStorageProvider,
+    message: str = "hello",
+    *,
+    policy: ResumePolicy | None = None,
+    faults: Faults | None = None,
+    is_async: bool = False,
+    **kw: Any,
+) -> tuple[Chat, Persistency]:
+    chat = build_chat(faults=faults, **kw)
+    feature = Persistency(provider, "s", policy=policy).attach(chat.manager)
+    if is_async:
+        asyncio.run(chat.user.a_initiate_chat(chat.manager, message=message, silent=True))
+    else:
+        chat.user.initiate_chat(chat.manager, message=message, silent=True)
+    return chat, feature
+
+
+def contents(chat: Chat) -> list[str]:
+    return [m["content"] for m in chat.groupchat.messages]
+
+
+def runs(provider: PersistencyStorageProvider) -> list[str]:
+    return sorted({i.run_id for i in provider.list_checkpoints("s")})
+
+
+# -- resume_latest ------------------------------------------------------------------------------
+def test_empty_session_starts_a_plain_run(provider: PersistencyStorageProvider) -> None:
+    chat, feature = go(provider, max_round=5)
+    assert len(chat.groupchat.messages) == 5
+    infos = provider.list_checkpoints("s")
+    assert [i.step for i in infos if i.kind == "step"] == [1, 2, 3, 4, 5]
+    assert infos[0].parent_id is None
+    assert infos[-1].kind == "run_end" and infos[-1].end_reason == "max_rounds"
+    assert feature.last_checkpoint_id == infos[-1].checkpoint_id
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("same_message", [False, True])
+def test_koog_bug_a_completed_run_is_never_rolled_back(
+    provider: PersistencyStorageProvider, is_async: bool, same_message: bool
+) -> None:
+    first, _ = go(provider, terminate_at=6, max_round=20, is_async=is_async)
+    done = contents(first)
+    assert done[-1] == "TERMINATE"
+    faults = Faults()
+    message = "hello" if same_message else "and now?"
+    second, _ = go(provider, message, faults=faults, terminate_at=10, max_round=20, is_async=is_async)
+    got = contents(second)
+    assert got[:6] == done  # the whole transcript is the new run's history
+    assert got[6] == message  # the new message is appended once; TERMINATE is not appended again
+    assert got.count("TERMINATE") == 2 and got[-1] == "TERMINATE"
+    assert min(faults.calls) == 8  # no step of the finished run was generated again
+    assert runs(provider) == ["run-000001", "run-000002"]
+    first_of_run2 = provider.list_checkpoints("s", run_id="run-000002")[0]
+    assert first_of_run2.step == 7 and first_of_run2.parent_id == "000001-0000006-end1"
+
+
+def test_completed_run_gets_a_fresh_budget(provider: PersistencyStorageProvider) -> None:
+    go(provider, max_round=4)
+    chat, _ = go(provider, "more", max_round=4)
+    assert len(chat.groupchat.messages) == 8
+    end = provider.get_latest_checkpoint("s")
+    assert end is not None and end.end_reason == "max_rounds" and end.manager_state["rounds_used"] == 4
+
+
+def test_a_different_message_supersedes_an_interrupted_run(provider: PersistencyStorageProvider) -> None:
+    with pytest.raises(Crash):
+        go(provider, faults=Faults(raise_at=5))
+    chat, _ = go(provider, "something else", max_round=3)
+    got = contents(chat)
+    assert got[4] == "something else" and len(got) == 4 + 3
+    ids = [i.checkpoint_id for i in provider.list_checkpoints("s")]
+    assert "000001-0000004-end1" in ids  # the error
+    superseded = provider.get_checkpoint("s", "000001-0000004-end2")
+    assert superseded.end_reason == "superseded" and superseded.parent_id == "000001-0000004-end1"
+    assert provider.list_checkpoints("s", run_id="run-000002")[0].parent_id == "000001-0000004-end2"
+
+
+def test_resume_latest_max_rounds_gives_n_more_messages(provider: PersistencyStorageProvider) -> None:
+    with pytest.raises(Crash):
+        go(provider, faults=Faults(raise_at=4), max_round=20)
+    chat, _ = go(provider, policy=ResumePolicy.resume_latest(max_rounds=2), max_round=20)
+    assert len(chat.groupchat.messages) == 3 + 2
+    end = provider.get_latest_checkpoint("s")
+    assert end is not None and end.run_id == "run-000001" and end.end_reason == "max_rounds"
+    assert end.manager_state["rounds_used"] == 5 and end.manager_state["round_budget"] == 5
+
+
+# -- resume_from --------------------------------------------------------------------------------
+def test_resume_from_same_message_branches_and_replays_exactly(provider: PersistencyStorageProvider) -> None:
+    ref, _ = go(provider, max_round=9)
+    before = provider.list_checkpoints("s")
+    chat, _ = go(provider, policy=ResumePolicy.resume_from("000001-0000004"), max_round=9)
+    assert contents(chat) == contents(ref)  # the rest of the budget, from step 4, deterministically
+    assert provider.list_checkpoints("s")[: len(before)] == before  # later checkpoints untouched
+    run2 = provider.list_checkpoints("s", run_id="run-000002")
+    assert run2[0].step == 5 and run2[0].parent_id == "000001-0000004"
+    assert run2[-1].end_reason == "max_rounds"
+
+
+def test_resume_from_different_message_is_the_next_turn(provider: PersistencyStorageProvider) -> None:
+    ref, _ = go(provider, max_round=9)
+    chat, _ = go(provider, "branch", policy=ResumePolicy.resume_from("000001-0000004"), max_round=9)
+    got = contents(chat)
+    assert got[:4] == contents(ref)[:4] and got[4] == "branch"
+    assert len(got) == 4 + (9 - 4)  # the budget left at step 4
+
+
+def test_resume_from_with_max_rounds(provider: PersistencyStorageProvider) -> None:
+    go(provider, max_round=9)
+    chat, _ = go(provider, policy=ResumePolicy.resume_from("000001-0000003", max_rounds=2), max_round=9)
+    assert len(chat.groupchat.messages) == 5
+
+
+def test_resume_from_unknown_checkpoint_is_a_resume_error(provider: PersistencyStorageProvider) -> None:
+    go(provider, max_round=3)
+    with pytest.raises(ResumeError):
+        go(provider, policy=ResumePolicy.resume_from("000009-0000001"))
+
+
+# -- fresh_with_history / fresh ---------------------------------------------------------------
+def test_fresh_with_history_of_latest(provider: PersistencyStorageProvider) -> None:
+    with pytest.raises(Crash):
+        go(provider, faults=Faults(raise_at=6))
+    chat, _ = go(provider, "again", policy=ResumePolicy.fresh_with_history(), max_round=4)
+    got = contents(chat)
+    assert got[5] == "again" and len(got) == 5 + 4
+    assert provider.list_checkpoints("s", run_id="run-000002")[0].parent_id == "000001-0000005-end1"
+
+
+def test_fresh_with_history_of_given_checkpoint(provider: PersistencyStorageProvider) -> None:
+    go(provider, max_round=9)
+    chat, _ = go(provider, "again", policy=ResumePolicy.fresh_with_history("000001-0000002", max_rounds=3))
+    assert contents(chat)[2] == "again" and len(chat.groupchat.messages) == 2 + 3
+
+
+def test_fresh_ignores_history_and_keeps_old_runs(provider: PersistencyStorageProvider) -> None:
+    go(provider, max_round=5)
+    n_before = len(provider.list_checkpoints("s"))
+    chat, _ = go(provider, "new topic", policy=ResumePolicy.fresh(), max_round=3)
+    assert contents(chat)[0] == "new topic" and len(chat.groupchat.messages) == 3
+    run2 = provider.list_checkpoints("s", run_id="run-000002")
+    assert run2[0].parent_id is None and run2[0].step == 1
+    assert len(provider.list_checkpoints("s", run_id="run-000001")) == n_before
+
+
+def test_next_run_applies_once(provider: PersistencyStorageProvider) -> None:
+    chat = build_chat(max_round=3)
+    feature = Persistency(provider, "s").attach(chat.manager)
+    chat.user.initiate_chat(chat.manager, message="a", silent=True)
+    feature.next_run(ResumePolicy.fresh())
+    chat.user.initiate_chat(chat.manager, message="b", silent=True)
+    assert len(chat.groupchat.messages) == 3  # fresh: no history
+    chat.user.initiate_chat(chat.manager, message="c", silent=True)
+    assert len(chat.groupchat.messages) == 6  # back to resume_latest: history of run 2
+    feature.detach()
+    chat.user.initiate_chat(chat.manager, message="d", silent=True)  # plain AG2 again
+    assert len(chat.groupchat.messages) == 3 and len(runs(provider)) == 3
+
+
+def test_policy_validation() -> None:
+    with pytest.raises(ValueError):
+        ResumePolicy.resume_latest(max_rounds=0)
+    with pytest.raises(ValueError):
+        ResumePolicy("resume_from")
+    assert (
+        str(ResumePolicy.resume_from("000001-0000002", 3)) == "ResumePolicy.resume_from('000001-0000002', max_rounds=3)"
+    )
