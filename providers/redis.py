@@ -4,8 +4,9 @@ Key layout (``P`` is the ``key_prefix``, ``S`` the session id, used as the hash 
 
     P:{S}:ids       sorted set, all scores 0: the session's checkpoint ids in byte (= creation) order
     P:{S}:info      hash  id -> the record's info line (all that listing reads)
-    P:{S}:payload   hash  id -> the record's payload line (new messages and state deltas only)
-    P:{S}:links     hash  id -> "NONCE BASE": the writer's token and the base pointer for the load walk
+    P:{S}:payload   hash  id -> "NONCE BASE ENC\\n" + the record's payload line (new messages and state
+                    deltas only; ENC is j for JSON or z for zlib). NONCE is the writer's token, BASE the
+                    base pointer that the load script follows without parsing JSON.
     P:sessions      sorted set, all scores 0: the session index, for list_sessions
 
 Records come from the shared sans-IO codec (`persistency._codec`): each stores only what is new since
@@ -15,19 +16,20 @@ script in one slot, even on a cluster:
 
 - save: one round trip. Create-only check, parent check, record, index, TTL refresh, atomically.
   The parent's `Lineage` (what the encoder needs) is cached per process; the script checks it
-  against the stored parent (a SHA-1 of its lines) and the save is redone if another process
+  against the stored parent (a SHA-1 of its bytes) and the save is redone if another process
   deleted and re-created the session meanwhile.
 - load (one id or the latest): one round trip. The script walks the base pointers server-side and
   returns every record of the chain; keyframe records outside the chain cost one more.
-- listing: one round trip over ``info`` only; no message payload is read.
+- listing: one round trip over ``info`` only (one more for a metadata keyframe outside the page);
+  no message payload is read.
 
 The session index cannot share every session's slot. On a single node it is named in the same
 scripts, so it moves atomically with the session. On a cluster it is kept by a protocol that never
 loses a session: the first save of a session adds the index entry before and after the record
 (so a crash or a concurrent delete cannot leave a session unlisted), a delete removes the entry
 after the keys and puts it back if a concurrent writer re-created the session, and
-``list_sessions`` checks every entry against its session (sessions whose TTL ran out are pruned
-the same way). The index itself has no TTL.
+``list_sessions`` checks every entry against its session (entries of sessions whose TTL ran out
+are pruned the same way). The index itself has no TTL.
 
 Redis errors are translated at this boundary: connection, timeout, auth and permission errors
 become `StorageUnavailableError` naming the URL without its password; damaged bytes become
@@ -44,6 +46,7 @@ import re
 import secrets
 import threading
 import weakref
+import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -90,6 +93,7 @@ _T = TypeVar("_T")
 
 DEFAULT_KEY_PREFIX = "persistency"
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._:@+=/|-]{1,200}")
+_COMPRESS_MIN = 256
 _DEFAULTS: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0}
 
 
@@ -129,6 +133,15 @@ def _parse_prefix(value: object) -> str:
     return text
 
 
+def _parse_compression(value: object) -> str:
+    text = str(value).strip().lower()
+    if text in ("zlib", "true", "1", "yes", "on"):
+        return "zlib"
+    if text in ("none", "false", "0", "no", "off", ""):
+        return "none"
+    raise ValueError("expected zlib or none")
+
+
 def _parse_int(value: object) -> int:
     n: int = int(value)  # type: ignore[call-overload]
     if n < 0:
@@ -152,6 +165,7 @@ _OPTIONS: dict[str, Callable[[Any], Any]] = {
     "retry_backoff_base": _parse_seconds,
     "retry_backoff_cap": _parse_seconds,
     "cache_size": _parse_int,
+    "compression": _parse_compression,
 }
 _OPTION_DEFAULTS: dict[str, Any] = {
     "key_prefix": DEFAULT_KEY_PREFIX,
@@ -161,6 +175,7 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "retry_backoff_base": 0.05,
     "retry_backoff_cap": 1.0,
     "cache_size": 512,
+    "compression": "zlib",
 }
 #: Query parameters redis-py itself understands besides its parser table.
 _REDIS_QUERY_EXTRA = frozenset({"username", "password", "client_name", "ssl_cert_reqs", "ssl_ca_certs",
@@ -182,37 +197,38 @@ def _safe_url(url: str) -> str:
 
 # -- Lua scripts (all keys of one session: one slot) ------------------------------------------------
 _SAVE = """
--- KEYS: ids, info, payload, links [, session index]
--- ARGV: id, info line, payload line, links value, nonce, parent id, parent signature, ttl ms, session id
+-- KEYS: ids, info, payload [, session index]
+-- ARGV: id, info line, payload value, nonce, parent id, parent signature, ttl ms, session id
 local cid = ARGV[1]
-local old = redis.call('HGET', KEYS[4], cid)
+local old = redis.call('HGET', KEYS[3], cid)
 if old then
-  if string.match(old, '^%S+') == ARGV[5] then return 'replay' end
+  if string.match(old, '^(%S+) ') == ARGV[4] then return 'replay' end
   return 'conflict'
 end
-if ARGV[6] ~= '' then
-  local pinfo = redis.call('HGET', KEYS[2], ARGV[6])
-  local ppay = redis.call('HGET', KEYS[3], ARGV[6])
+if redis.call('HEXISTS', KEYS[2], cid) == 1 then return 'conflict' end
+if ARGV[5] ~= '' then
+  local pinfo = redis.call('HGET', KEYS[2], ARGV[5])
+  local ppay = redis.call('HGET', KEYS[3], ARGV[5])
   if not pinfo or not ppay then return 'noparent' end
-  if ARGV[7] ~= '' and redis.sha1hex(pinfo .. '\\n' .. ppay) ~= ARGV[7] then return 'stale' end
+  if ARGV[6] ~= '' and redis.sha1hex(pinfo .. '\\n' .. ppay) ~= ARGV[6] then return 'stale' end
 end
 local created = redis.call('EXISTS', KEYS[1]) == 0
 redis.call('HSET', KEYS[2], cid, ARGV[2])
 redis.call('HSET', KEYS[3], cid, ARGV[3])
-redis.call('HSET', KEYS[4], cid, ARGV[4])
 redis.call('ZADD', KEYS[1], 0, cid)
-if #KEYS >= 5 then redis.call('ZADD', KEYS[5], 0, ARGV[9]) end
-local ttl = tonumber(ARGV[8])
+if #KEYS >= 4 then redis.call('ZADD', KEYS[4], 0, ARGV[8]) end
+local ttl = tonumber(ARGV[7])
 if ttl > 0 then
-  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 if created then return 'created' end
 return 'ok'
 """
 
 _LOAD = """
--- KEYS: ids, info, payload, links; ARGV[1]: checkpoint id, or '' for the latest (greatest id)
--- Returns {ids, info lines, payload lines} of the record and its bases, newest first.
+-- KEYS: ids, info, payload; ARGV[1]: checkpoint id, or '' for the latest (greatest id)
+-- Returns {ids, info lines, payload values} of the record and its bases, newest first: each
+-- payload value starts with "NONCE BASE ", so the walk reads the base pointer without JSON.
 local cid = ARGV[1]
 if cid == '' then
   local last = redis.call('ZRANGE', KEYS[1], -1, -1)
@@ -229,10 +245,9 @@ while cur and not seen[cur] do
   ids[#ids + 1] = cur
   infos[#ids] = info
   payloads[#ids] = payload
-  local link = redis.call('HGET', KEYS[4], cur)
   cur = nil
-  if link then
-    local base = string.match(link, '^%S+ (%S+)')
+  if payload then
+    local base = string.match(payload, '^%S+ (%S+) ')
     if base ~= '-' then cur = base end
   end
 end
@@ -241,20 +256,20 @@ return {ids, infos, payloads}
 """
 
 _FETCH = """
--- KEYS: ids, info, payload, links; ARGV: checkpoint ids. Returns them and their bases, as _LOAD does.
+-- KEYS: ids, info, payload; ARGV: checkpoint ids. Returns them and their bases, as _LOAD does.
 local ids, infos, payloads, seen = {}, {}, {}, {}
 local function add(id)
-  if seen[id] then return end
+  if seen[id] then return nil end
   seen[id] = true
   ids[#ids + 1] = id
   infos[#ids] = redis.call('HGET', KEYS[2], id)
   payloads[#ids] = redis.call('HGET', KEYS[3], id)
+  return payloads[#ids]
 end
 for _, id in ipairs(ARGV) do
-  add(id)
-  local link = redis.call('HGET', KEYS[4], id)
-  if link then
-    local base = string.match(link, '^%S+ (%S+)')
+  local payload = add(id)
+  if payload then
+    local base = string.match(payload, '^%S+ (%S+) ')
     if base and base ~= '-' then add(base) end
   end
 end
@@ -278,9 +293,9 @@ return {ids, infos}
 """
 
 _DELETE = """
--- KEYS: ids, info, payload, links [, session index]; ARGV[1]: session id
-redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-if #KEYS >= 5 then redis.call('ZREM', KEYS[5], ARGV[1]) end
+-- KEYS: ids, info, payload [, session index]; ARGV[1]: session id
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
+if #KEYS >= 4 then redis.call('ZREM', KEYS[4], ARGV[1]) end
 return 1
 """
 
@@ -330,11 +345,10 @@ class _Keys:
     ids: str
     info: str
     payload: str
-    links: str
 
     @property
-    def all(self) -> tuple[str, str, str, str]:
-        return (self.ids, self.info, self.payload, self.links)
+    def all(self) -> tuple[str, str, str]:
+        return (self.ids, self.info, self.payload)
 
 
 class _Missing(Exception):
@@ -374,6 +388,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         retries, retry_backoff_base, retry_backoff_cap: redis-py's ``Retry(ExponentialBackoff(cap,
             base), retries)`` for connection errors and timeouts.
         cache_size: how many parent lineages to keep, so that a save needs no read.
+        compression: ``zlib`` (default) compresses payloads over 256 bytes; ``none`` stores plain JSON.
         **redis_options: passed to the redis-py client (``password``, ``socket_timeout``,
             ``ssl_ca_certs``, ...). Timeouts default to 5 s to connect and 10 s per command.
 
@@ -436,6 +451,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         self._retries: int = settings["retries"]
         self._backoff = ExponentialBackoff(cap=settings["retry_backoff_cap"], base=settings["retry_backoff_base"])
         self._cluster: bool | None = settings["cluster"]
+        self._compress = settings["compression"] == "zlib"
         if self._cluster and "path" in url_kwargs:
             raise ProviderConfigError(f"{self.url!r}: Redis Cluster cannot be reached over a unix socket")
         if self._cluster and url_kwargs.get("db", 0) != 0:
@@ -466,7 +482,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
     # -- keys and names --------------------------------------------------------------------------------
     def _keys(self, session_id: str) -> _Keys:
         base = f"{self.key_prefix}:{{{session_id}}}"
-        return _Keys(f"{base}:ids", f"{base}:info", f"{base}:payload", f"{base}:links")
+        return _Keys(f"{base}:ids", f"{base}:info", f"{base}:payload")
 
     def _where(self, keys: _Keys, checkpoint_id: str) -> str:
         return f"{self.url} keys {keys.info!r}/{keys.payload!r} field {checkpoint_id!r}"
@@ -499,9 +515,13 @@ class RedisStorageProvider(PersistencyStorageProvider):
                             self._cluster = self._cluster_enabled(self._probe_info(probe.info, "cluster"))
                     kwargs = self._client_kwargs(is_async=False)
                     if self._cluster:
-                        self._sync = redis.cluster.RedisCluster.from_url(self._client_url, **kwargs)
+                        client = redis.cluster.RedisCluster.from_url(self._client_url, **kwargs)
                     else:
-                        self._sync = redis.Redis.from_url(self._client_url, **kwargs)
+                        client = redis.Redis.from_url(self._client_url, **kwargs)
+                    for _sha, text in _SCRIPTS.values():
+                        with contextlib.suppress(ResponseError):  # SCRIPT may be refused; EVAL still works
+                            client.script_load(text)
+                    self._sync = client
             return self._sync
 
     @staticmethod
@@ -533,6 +553,9 @@ class RedisStorageProvider(PersistencyStorageProvider):
                 await client.initialize()
             else:
                 client = redis.asyncio.Redis.from_url(self._client_url, **kwargs)
+            for _sha, text in _SCRIPTS.values():
+                with contextlib.suppress(ResponseError):
+                    await client.script_load(text)
         self._async[loop] = client
         return client
 
@@ -644,7 +667,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
             if info is None or payload is None:
                 part = "info" if info is None else "payload"
                 raise CorruptCheckpointError(f"{where}: the record's {part} is missing")
-            rec = decode_record(info + b"\n" + payload, where)
+            rec = decode_record(info + b"\n" + self._unpack_payload(payload, where), where)
             if rec.info.get("checkpoint_id") != cid or rec.info.get("session_id") != sid:
                 raise CorruptCheckpointError(
                     f"{where}: holds checkpoint {rec.info.get('checkpoint_id')!r} of session "
@@ -653,6 +676,31 @@ class RedisStorageProvider(PersistencyStorageProvider):
             records[cid] = rec
             sigs[cid] = _signature(info, payload)
         return records, sigs
+
+    def _pack_payload(self, nonce: str, base: str | None, body: bytes) -> bytes:
+        """``NONCE BASE ENCODING\\n`` then the payload line, zlib-compressed when that is smaller."""
+        encoding = b"j"
+        if self._compress and len(body) > _COMPRESS_MIN:
+            packed = zlib.compress(body, 1)
+            if len(packed) < len(body):
+                body, encoding = packed, b"z"
+        return f"{nonce} {base or '-'} ".encode() + encoding + b"\n" + body
+
+    @staticmethod
+    def _unpack_payload(value: bytes, where: str) -> bytes:
+        """The payload line of a stored payload value (`_pack_payload` undone)."""
+        header, sep, body = value.partition(b"\n")
+        parts = header.split(b" ")
+        if not sep or len(parts) != 3:
+            raise CorruptCheckpointError(f"{where}: the payload's header is damaged")
+        if parts[2] == b"z":
+            try:
+                return zlib.decompress(body)
+            except zlib.error as exc:
+                raise CorruptCheckpointError(f"{where}: the compressed payload is damaged ({exc})") from exc
+        if parts[2] != b"j":
+            raise CorruptCheckpointError(f"{where}: unknown payload encoding {parts[2]!r}")
+        return body
 
     def _fetch_op(self, keys: _Keys, ids: list[str], what: str) -> _Script:
         return _Script("fetch", keys.all, tuple(ids), what)
@@ -732,14 +780,14 @@ class RedisStorageProvider(PersistencyStorageProvider):
                 parent, sig = yield from self._lineage_plan(sid, keys, pid, cid, cached=attempt == 0)
             data, lineage = encode_record(checkpoint, parent)
             info_line, _, rest = data.partition(b"\n")
-            payload_line = rest.rstrip(b"\n")
             base = decode_record(data, f"checkpoint {cid!r} being saved").base
+            payload = self._pack_payload(nonce, base, rest.rstrip(b"\n"))
             if self._cluster and pid is None:
                 # The index entry goes first, so a crash after the record cannot leave it unlisted.
                 yield _Call(("ZADD", self._index_key, 0, sid), f"indexing session {sid!r}")
             status = _text((yield _Script(
                 "save", self._session_keys(keys),
-                (cid, info_line, payload_line, f"{nonce} {base or '-'}", nonce, pid or "", sig, self._ttl_ms, sid),
+                (cid, info_line, payload, nonce, pid or "", sig, self._ttl_ms, sid),
                 what,
             )))
             if status != "stale":
@@ -760,7 +808,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         if self._cluster and pid is None and status in ("created", "replay"):
             # Again after the record: a delete racing the first save may have removed the entry.
             yield _Call(("ZADD", self._index_key, 0, sid), f"indexing session {sid!r}")
-        self._lineages.put((sid, cid), (lineage, _signature(info_line, payload_line)))
+        self._lineages.put((sid, cid), (lineage, _signature(info_line, payload)))
 
     def _get_plan(self, session_id: str, checkpoint_id: str) -> _Plan[Checkpoint]:
         sid = validate_id(session_id, "session_id")

@@ -1,0 +1,577 @@
+"""Redis-specific behaviour, on a real redis-server and a real three-node Redis Cluster.
+
+What the conformance suite cannot see: round trips per operation, TTLs, hash-tag slots, races
+between processes, typed errors without secrets, damaged keys, the async twins on redis.asyncio,
+the bytes a long session costs, and the session index at 10,000 sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import redis
+import redis.asyncio.connection
+import redis.cluster
+import redis.connection
+from redis.crc import key_slot
+
+from persistency import provider_from_url
+from persistency.errors import (
+    CheckpointConflictError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    PersistencyError,
+    ProviderConfigError,
+    StorageUnavailableError,
+)
+from persistency.ids import checkpoint_id_for
+from persistency.models import Checkpoint
+from persistency.provider import PersistencyStorageProvider
+from persistency.testing import make_chain, make_checkpoint
+from providers.redis import RedisStorageProvider
+from tests.servers.redis_server import free_port
+
+SECRET = "s3cr3t-Pa55word"
+
+
+@pytest.fixture(params=["redis", "redis_cluster"])
+def url(request: pytest.FixtureRequest) -> str:
+    """A fresh namespace on the standalone server, then on the cluster."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def provider(url: str) -> Iterator[RedisStorageProvider]:
+    p = provider_from_url(url)
+    assert isinstance(p, RedisStorageProvider)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def admin_client(url: str) -> Any:
+    """A plain redis-py client on the same server(s), to look at (or damage) the keys."""
+    base = url.split("?", 1)[0]
+    probe = redis.Redis.from_url(base)
+    try:
+        cluster = str(probe.info("cluster").get("cluster_enabled", 0)) == "1"
+    finally:
+        probe.close()
+    return redis.cluster.RedisCluster.from_url(base) if cluster else redis.Redis.from_url(base)
+
+
+@pytest.fixture
+def admin(url: str) -> Iterator[Any]:
+    client = admin_client(url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def prefix_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["key_prefix"][0]
+
+
+def session_keys(admin: Any, url: str, session_id: str) -> list[bytes]:
+    pattern = f"{prefix_of(url)}:{{{session_id}}}:*"
+    return sorted(set(admin.scan_iter(match=pattern, count=1000)))
+
+
+@contextmanager
+def round_trips() -> Iterator[list[int]]:
+    """Count requests sent to Redis (a pipeline or a script is one), sync and async connections."""
+    counter = [0]
+    sync_orig = redis.connection.AbstractConnection.send_packed_command
+    async_orig = redis.asyncio.connection.AbstractConnection.send_packed_command
+
+    def sync_counting(self: Any, command: Any, check_health: bool = True) -> Any:
+        counter[0] += 1
+        return sync_orig(self, command, check_health)
+
+    async def async_counting(self: Any, command: Any, check_health: bool = True) -> Any:
+        counter[0] += 1
+        return await async_orig(self, command, check_health)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(redis.connection.AbstractConnection, "send_packed_command", sync_counting)
+    mp.setattr(redis.asyncio.connection.AbstractConnection, "send_packed_command", async_counting)
+    try:
+        yield counter
+    finally:
+        mp.undo()
+
+
+_WORDS = ("the agent checks invoice total against order lines then asks reviewer about tax rate "
+          "refund policy customer shipping address carrier delay estimate budget quarter report "
+          "summary draft revise approve reject escalate manager ticket priority deadline python "
+          "function error retry timeout database query index latency cache memory vector").split()
+
+
+def _message(i: int, size: int = 500) -> dict[str, Any]:
+    """A ~``size``-character message of varied words (not a repeated phrase that compresses to nothing)."""
+    rng = random.Random(i)
+    words: list[str] = [f"message {i}:"]
+    while sum(len(w) + 1 for w in words) < size:
+        words.append(rng.choice(_WORDS) + (str(rng.randint(0, 9999)) if rng.random() < 0.2 else ""))
+    text = " ".join(words)[:size]
+    names = ("alice", "bob", "carol")
+    return {"content": text, "role": "user" if i == 0 else "assistant", "name": names[i % 3]}
+
+
+def save_long_session(provider: PersistencyStorageProvider, session_id: str, steps: int,
+                      size: int = 500) -> list[dict[str, Any]]:
+    """Save ``steps`` checkpoints of one run, each one message longer; returns the transcript."""
+    msgs: list[dict[str, Any]] = []
+    parent = None
+    for step in range(1, steps + 1):
+        msgs.append(_message(step - 1, size))
+        cp = Checkpoint.model_construct(
+            **make_checkpoint(session_id, step, parent_id=parent, messages=[]).model_dump(),
+        )
+        cp.messages = list(msgs)
+        provider.save_checkpoint(cp)
+        parent = cp.checkpoint_id
+    return msgs
+
+
+# -- round trips -------------------------------------------------------------------------------------
+def test_a_save_is_one_round_trip_at_step_10_and_at_step_1000(provider: RedisStorageProvider) -> None:
+    save_long_session(provider, "rt", 1000, size=100)
+    costs = {}
+    for step in (1001, 1002):
+        parent = checkpoint_id_for(1, step - 1)
+        msgs = [_message(i, 100) for i in range(step)]
+        cp = make_checkpoint("rt", step, parent_id=parent, messages=msgs)
+        with round_trips() as n:
+            provider.save_checkpoint(cp)
+        costs[step] = n[0]
+    chain = make_chain(provider, "short", 10)
+    with round_trips() as n:
+        make_chain(provider, "short", 1, start=chain[-1])
+    assert costs == {1001: 1, 1002: 1}
+    assert n[0] == 1
+
+
+def test_loading_the_latest_of_a_1000_step_session_takes_at_most_3_round_trips(
+    provider: RedisStorageProvider,
+) -> None:
+    msgs = save_long_session(provider, "big", 1000, size=100)
+    fresh = RedisStorageProvider(provider.url)
+    try:
+        fresh.list_sessions()  # connect (and detect cluster) outside the count
+        fresh.list_checkpoints("big", limit=1)  # and load the scripts (once per server)
+        fresh.get_checkpoint("big", checkpoint_id_for(1, 1))
+        with round_trips() as n:
+            latest = fresh.get_latest_checkpoint("big")
+        assert latest is not None and latest.step == 1000 and latest.messages == msgs
+        assert n[0] <= 3, n[0]
+        with round_trips() as n:
+            mid = fresh.get_checkpoint("big", checkpoint_id_for(1, 500))
+        assert mid.messages == msgs[:500]
+        assert n[0] <= 3, n[0]
+        with round_trips() as n:
+            infos = fresh.list_checkpoints("big", limit=10)
+        assert [i.step for i in infos] == list(range(991, 1001))
+        assert n[0] <= 2, n[0]
+    finally:
+        fresh.close()
+
+
+def test_a_save_in_a_new_process_reads_its_parent_once(provider: RedisStorageProvider) -> None:
+    chain = make_chain(provider, "cold", 50)
+    other = RedisStorageProvider(provider.url, key_prefix=provider.key_prefix)
+    try:
+        other.list_sessions()
+        with round_trips() as n:
+            make_chain(other, "cold", 3, start=chain[-1])
+        assert n[0] <= 5  # parent lineage (1, +1 for keyframes outside its chain) then 1 per save
+        got = other.get_checkpoint("cold", checkpoint_id_for(1, 53))
+        assert got.step == 53 and got.messages[:50] == chain[-1].messages
+    finally:
+        other.close()
+
+
+# -- keys: slots, TTL, delete ---------------------------------------------------------------------------
+def test_every_key_of_a_session_shares_one_slot(provider: RedisStorageProvider, url: str, admin: Any) -> None:
+    make_chain(provider, "slot-me", 5)
+    keys = session_keys(admin, url, "slot-me")
+    assert {k.rsplit(b":", 1)[1] for k in keys} == {b"ids", b"info", b"payload"}
+    assert len({key_slot(k) for k in keys}) == 1
+    assert all(b"{slot-me}" in k for k in keys)
+
+
+def test_ttl_is_set_on_every_key_and_refreshed_by_every_save(url: str, admin: Any) -> None:
+    with provider_from_url(url, ttl=100) as p:
+        chain = make_chain(p, "ttl", 2)
+        keys = session_keys(admin, url, "ttl")
+        assert len(keys) == 3
+        assert all(90_000 < admin.pttl(k) <= 100_000 for k in keys)
+        for k in keys:
+            admin.pexpire(k, 5_000)
+        make_chain(p, "ttl", 1, start=chain[-1])
+        assert all(90_000 < admin.pttl(k) <= 100_000 for k in keys)
+        assert admin.pttl(f"{prefix_of(url)}:sessions") == -1  # the index never expires
+
+
+def test_ttl_from_the_url_and_expired_sessions_leave_the_index(url: str, admin: Any) -> None:
+    with provider_from_url(f"{url}&ttl=1") as p:
+        make_chain(p, "short-lived", 1)
+        with provider_from_url(url) as keeper:
+            make_chain(keeper, "kept", 1)
+            assert p.list_sessions() == ["kept", "short-lived"]
+            deadline = time.monotonic() + 10
+            while session_keys(admin, url, "short-lived") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert p.list_sessions() == ["kept"]
+            assert admin.zrange(f"{prefix_of(url)}:sessions", 0, -1) == [b"kept"]
+
+
+def test_delete_removes_every_key_and_the_index_entry(provider: RedisStorageProvider, url: str, admin: Any) -> None:
+    make_chain(provider, "gone", 3)
+    make_chain(provider, "stays", 1)
+    provider.delete_session("gone")
+    assert session_keys(admin, url, "gone") == []
+    assert admin.zrange(f"{prefix_of(url)}:sessions", 0, -1) == [b"stays"]
+    assert provider.list_checkpoints("gone") == []
+
+
+def test_an_index_entry_without_a_session_is_not_listed(provider: RedisStorageProvider, url: str, admin: Any) -> None:
+    make_chain(provider, "real", 1)
+    admin.zadd(f"{prefix_of(url)}:sessions", {"ghost": 0})  # e.g. a crash after indexing, before the record
+    assert provider.list_sessions() == ["real"]
+
+
+def test_keyword_options_win_over_the_url(url: str, admin: Any) -> None:
+    with provider_from_url(url, key_prefix="kw-" + uuid.uuid4().hex) as p:
+        assert isinstance(p, RedisStorageProvider)
+        make_chain(p, "kw", 1)
+        assert p.key_prefix != prefix_of(url)
+        assert session_keys(admin, url, "kw") == []
+        p.delete_session("kw")
+
+
+def test_list_sessions_is_fast_for_10000_sessions(redis_url: str) -> None:
+    with provider_from_url(redis_url) as p:
+        sids = [f"s{i:05d}" for i in range(10_000)]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda s: p.save_checkpoint(make_checkpoint(s, 1)), sids))
+        p.list_sessions()
+        t0 = time.perf_counter()
+        with round_trips() as n:
+            got = p.list_sessions()
+        elapsed = time.perf_counter() - t0
+        assert got == sids
+        assert n[0] == 2  # the index, then one pipeline of EXISTS checks
+        assert elapsed < 2.0, elapsed
+
+
+# -- create-only across processes ------------------------------------------------------------------------
+def _race_worker(url: str, parent_json: str, writer: int, barrier: Any, results: Any) -> None:
+    """One process racing to save checkpoint 000001-0000004 with its own content."""
+    try:
+        parent = Checkpoint.model_validate_json(parent_json)
+        msgs = [*parent.messages, {"content": f"writer {writer}", "role": "assistant", "name": "bob"}]
+        cp = make_checkpoint(parent.session_id, parent.step + 1, parent_id=parent.checkpoint_id, messages=msgs,
+                             metadata={"writer": writer})
+        with provider_from_url(url) as p:
+            p.list_sessions()  # connected before the start line
+            barrier.wait(timeout=60)
+            try:
+                p.save_checkpoint(cp)
+                results.put(("won", writer))
+            except CheckpointConflictError:
+                results.put(("lost", writer))
+    except BaseException as exc:  # report, never hang the parent
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _continue_worker(url: str, session_id: str, writer: int, barrier: Any, results: Any) -> None:
+    """One process continuing the latest checkpoint for 5 steps, stopping at its first conflict."""
+    try:
+        with provider_from_url(url) as p:
+            p.list_sessions()
+            barrier.wait(timeout=60)
+            latest = p.get_latest_checkpoint(session_id)
+            assert latest is not None
+            saved = 0
+            msgs = list(latest.messages)
+            parent = latest.checkpoint_id
+            for step in range(latest.step + 1, latest.step + 6):
+                msgs.append({"content": f"writer {writer} step {step}", "role": "assistant", "name": "bob"})
+                cp = make_checkpoint(session_id, step, parent_id=parent, messages=list(msgs))
+                try:
+                    p.save_checkpoint(cp)
+                except CheckpointConflictError:
+                    break
+                saved += 1
+                parent = cp.checkpoint_id
+            results.put(("saved", saved))
+    except BaseException as exc:
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _run_processes(target: Any, args_for: Any, n: int) -> list[tuple[str, Any]]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(n)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args_for(i), barrier, results)) for i in range(n)]
+    for proc in procs:
+        proc.start()
+    out = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    return out
+
+
+def test_processes_racing_for_one_id_exactly_one_wins(provider: RedisStorageProvider, url: str) -> None:
+    chain = make_chain(provider, "prace", 3)
+    n = 6
+    out = _run_processes(_race_worker, lambda i: (url, chain[-1].model_dump_json(), i), n)
+    assert not [o for o in out if o[0] == "error"], out
+    winners = [w for kind, w in out if kind == "won"]
+    assert len(winners) == 1, out
+    assert sum(1 for kind, _ in out if kind == "lost") == n - 1
+    got = provider.get_checkpoint("prace", checkpoint_id_for(1, 4))
+    assert got.metadata == {"writer": winners[0]}
+    assert got.messages[:-1] == chain[-1].messages
+    assert [i.step for i in provider.list_checkpoints("prace")] == [1, 2, 3, 4]
+
+
+def test_processes_continuing_one_run_never_fork_it(provider: RedisStorageProvider, url: str) -> None:
+    make_chain(provider, "pcont", 3)
+    out = _run_processes(_continue_worker, lambda i: (url, "pcont", i), 4)
+    assert not [o for o in out if o[0] == "error"], out
+    infos = provider.list_checkpoints("pcont")
+    assert [i.step for i in infos] == list(range(1, len(infos) + 1))
+    assert len(infos) >= 3 + 5
+    prev: Checkpoint | None = None
+    for info in infos:  # one linear history: each transcript extends its parent's
+        cp = provider.get_checkpoint("pcont", info.checkpoint_id)
+        if prev is not None:
+            assert cp.parent_id == prev.checkpoint_id
+            assert cp.messages[:-1] == prev.messages
+        prev = cp
+
+
+def test_a_retried_save_is_not_taken_for_a_conflict(
+    provider: RedisStorageProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save whose reply was lost is sent again by redis-py's Retry; its token makes it idempotent."""
+    import providers.redis as mod
+
+    monkeypatch.setattr(mod.secrets, "token_hex", lambda n: "same-token")
+    cp = make_checkpoint("retry", 1)
+    provider.save_checkpoint(cp)
+    provider.save_checkpoint(cp)  # the same attempt replayed: success, not a conflict
+    monkeypatch.undo()
+    with pytest.raises(CheckpointConflictError):
+        provider.save_checkpoint(cp)  # a different attempt: conflict
+
+
+def test_a_parent_recreated_by_another_process_is_reread(provider: RedisStorageProvider, url: str) -> None:
+    first = make_chain(provider, "again", 3)  # the provider caches the lineage of step 3
+    with provider_from_url(url) as other:
+        other.delete_session("again")
+        msgs = [{"content": f"other {i}", "role": "user", "name": "carol"} for i in range(3)]
+        other.save_checkpoint(make_checkpoint("again", 3, messages=msgs, agent_states={"z": {"k": 1}}))
+    child = make_checkpoint("again", 4, parent_id=first[-1].checkpoint_id,
+                            messages=[*msgs, {"content": "child", "role": "user", "name": "alice"}],
+                            agent_states={"z": {"k": 1}})
+    provider.save_checkpoint(child)
+    got = provider.get_checkpoint("again", child.checkpoint_id)
+    assert got.model_dump(mode="json") == child.model_dump(mode="json")
+
+
+# -- errors ----------------------------------------------------------------------------------------------
+def _assert_clean(exc: BaseException, *needles: str) -> None:
+    text = str(exc)
+    assert SECRET not in text and SECRET not in repr(exc)
+    for needle in needles:
+        assert needle in text, text
+
+
+def test_unreachable_server_is_a_typed_error_without_the_password() -> None:
+    port = free_port()
+    for url in (f"redis://user:{SECRET}@127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/0?password={SECRET}"):
+        p = provider_from_url(url, retries=1, retry_backoff_cap=0.01)
+        assert SECRET not in repr(p)
+        t0 = time.monotonic()
+        with pytest.raises(StorageUnavailableError) as info:
+            p.get_latest_checkpoint("s")
+        assert time.monotonic() - t0 < 10
+        _assert_clean(info.value, f"127.0.0.1:{port}")
+        assert info.value.__cause__ is not None
+        p.close()
+
+
+async def test_unreachable_server_async_is_a_typed_error() -> None:
+    port = free_port()
+    p = provider_from_url(f"redis://:{SECRET}@127.0.0.1:{port}/0", retries=0)
+    with pytest.raises(StorageUnavailableError) as info:
+        await p.asave_checkpoint(make_checkpoint("s", 1))
+    _assert_clean(info.value, f"127.0.0.1:{port}")
+    await p.aclose()
+
+
+def test_wrong_password_is_a_typed_error_without_the_password(url: str) -> None:
+    parts = urlsplit(url)
+    bad = parts._replace(netloc=f"nobody:{SECRET}@{parts.netloc}").geturl()
+    with provider_from_url(bad, retries=0) as p:
+        with pytest.raises(StorageUnavailableError) as info:
+            p.save_checkpoint(make_checkpoint("s", 1))
+        _assert_clean(info.value, parts.hostname or "", "Authentication")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "redis://127.0.0.1:notaport/0",
+        "redis://127.0.0.1:6379/0?ttl=soon",
+        "redis://127.0.0.1:6379/0?cluster=maybe",
+        "redis://127.0.0.1:6379/0?key_prefix=%7Bbrace%7D",
+        "redis://127.0.0.1:6379/0?no_such_option=1",
+        "redis://127.0.0.1:6379/0?socket_timeout=abc",
+        f"redis://u:{SECRET}@127.0.0.1:6379/0?retries=-1",
+    ],
+)
+def test_malformed_url_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ProviderConfigError) as info:
+        provider_from_url(bad)
+    _assert_clean(info.value)
+
+
+def test_unknown_keyword_option_is_a_config_error() -> None:
+    with pytest.raises(ProviderConfigError):
+        provider_from_url("redis://127.0.0.1:6379/0", not_an_option=1)
+
+
+def test_damaged_payload_is_corrupt_naming_the_key(provider: RedisStorageProvider, url: str, admin: Any) -> None:
+    chain = make_chain(provider, "dmg", 3)
+    key = f"{prefix_of(url)}:{{dmg}}:payload"
+    admin.hset(key, chain[1].checkpoint_id, b'"payload":{not json\xff')
+    with pytest.raises(CorruptCheckpointError, match="dmg") as info:
+        provider.get_checkpoint("dmg", chain[-1].checkpoint_id)  # its base chain runs through it
+    assert chain[1].checkpoint_id in str(info.value) and key in str(info.value)
+    assert provider.get_checkpoint("dmg", chain[0].checkpoint_id).step == 1
+
+
+def test_damaged_info_is_corrupt_when_listing(provider: RedisStorageProvider, url: str, admin: Any) -> None:
+    chain = make_chain(provider, "dmgi", 2)
+    key = f"{prefix_of(url)}:{{dmgi}}:info"
+    admin.hset(key, chain[0].checkpoint_id, b"garbage")
+    with pytest.raises(CorruptCheckpointError) as info:
+        provider.list_checkpoints("dmgi")
+    assert key in str(info.value)
+
+
+def test_a_record_moved_to_another_id_is_corrupt(provider: RedisStorageProvider, url: str, admin: Any) -> None:
+    chain = make_chain(provider, "moved", 2)
+    p = f"{prefix_of(url)}:{{moved}}"
+    for part in ("info", "payload"):
+        admin.hset(f"{p}:{part}", chain[1].checkpoint_id, admin.hget(f"{p}:{part}", chain[0].checkpoint_id))
+    with pytest.raises(CorruptCheckpointError, match="holds checkpoint"):
+        provider.get_checkpoint("moved", chain[1].checkpoint_id)
+
+
+def test_a_key_of_the_wrong_type_is_corrupt(provider: RedisStorageProvider, url: str, admin: Any) -> None:
+    make_chain(provider, "wt", 1)
+    admin.delete(f"{prefix_of(url)}:{{wt}}:payload")
+    admin.set(f"{prefix_of(url)}:{{wt}}:payload", b"not a hash")
+    with pytest.raises(CorruptCheckpointError, match="wrong type"):
+        provider.get_latest_checkpoint("wt")
+
+
+def test_a_missing_base_is_corrupt_not_silently_short(provider: RedisStorageProvider, url: str, admin: Any) -> None:
+    chain = make_chain(provider, "hole", 4)
+    p = f"{prefix_of(url)}:{{hole}}"
+    for part in ("info", "payload"):
+        admin.hdel(f"{p}:{part}", chain[1].checkpoint_id)
+    with pytest.raises(CorruptCheckpointError, match="missing"):
+        provider.get_checkpoint("hole", chain[-1].checkpoint_id)
+    with pytest.raises(CheckpointNotFoundError):
+        provider.get_checkpoint("hole", chain[1].checkpoint_id)
+
+
+def test_every_error_is_a_persistency_error(provider: RedisStorageProvider) -> None:
+    with pytest.raises(PersistencyError):
+        provider.get_checkpoint("none", checkpoint_id_for(1, 1))
+
+
+# -- async -------------------------------------------------------------------------------------------------
+def test_async_twins_are_native() -> None:
+    for name in ("asave_checkpoint", "aget_checkpoint", "aget_latest_checkpoint", "alist_checkpoints",
+                 "alist_sessions", "adelete_session", "aclose"):
+        assert getattr(RedisStorageProvider, name) is not getattr(PersistencyStorageProvider, name), name
+
+
+async def test_async_twins_do_not_block_the_loop(url: str, admin: Any) -> None:
+    p = provider_from_url(url)
+    try:
+        chain: list[Checkpoint] = []
+        parent = None
+        for step in range(1, 21):
+            cp = make_checkpoint("aio", step, parent_id=parent)
+            await p.asave_checkpoint(cp)
+            chain.append(cp)
+            parent = cp.checkpoint_id
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        nodes = admin.get_primaries() if isinstance(admin, redis.cluster.RedisCluster) else [None]
+        for node in nodes:  # the server holds every client's commands for 400 ms
+            if node is None:
+                admin.execute_command("CLIENT", "PAUSE", 400, "ALL")
+            else:
+                admin.execute_command("CLIENT", "PAUSE", 400, "ALL", target_nodes=node)
+        t0 = time.monotonic()
+        with round_trips() as n:
+            latest = await p.aget_latest_checkpoint("aio")
+        waited = time.monotonic() - t0
+        task.cancel()
+        assert latest is not None and latest.model_dump(mode="json") == chain[-1].model_dump(mode="json")
+        assert waited >= 0.3
+        assert ticks >= 15, ticks  # the loop kept running while the load waited on the server
+        assert n[0] <= 3
+        with round_trips() as n:
+            await p.asave_checkpoint(make_checkpoint("aio", 21, parent_id=parent))
+        assert n[0] == 1
+        assert [i.step for i in await p.alist_checkpoints("aio", limit=2)] == [20, 21]
+    finally:
+        await p.aclose()
+
+
+# -- storage cost ------------------------------------------------------------------------------------------
+def test_bytes_stored_for_1000_steps_stay_under_twice_the_transcript(
+    provider: RedisStorageProvider, url: str, admin: Any
+) -> None:
+    msgs = save_long_session(provider, "cost", 1000, size=500)
+    transcript = len(json.dumps(msgs, ensure_ascii=False, separators=(",", ":")).encode())
+    p = f"{prefix_of(url)}:{{cost}}"
+    stored = 0
+    for part in ("info", "payload"):
+        stored += sum(len(k) + len(v) for k, v in admin.hgetall(f"{p}:{part}").items())
+    stored += sum(len(m) for m in admin.zrange(f"{p}:ids", 0, -1))
+    memory = sum(int(admin.memory_usage(f"{p}:{part}", samples=0) or 0) for part in ("ids", "info", "payload"))
+    print(f"transcript {transcript} B, stored {stored} B ({stored / transcript:.2f}x), "
+          f"MEMORY USAGE {memory} B ({memory / transcript:.2f}x)")
+    assert stored <= 2 * transcript
+    assert memory <= 2 * transcript
