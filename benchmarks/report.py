@@ -95,7 +95,7 @@ def check_targets(rows: list[dict[str, Any]], steps: int) -> dict[str, dict[str,
         if backend not in OURS or r.get("error"):
             continue
         res: dict[str, Any] = {}
-        if r.get("durability") in (None, "sync"):
+        if r.get("durability") in (None, "sync") and "fsync off" not in name:
             ratio = r["save"].get("ratio")
             if ratio is not None:
                 res["flat"] = {"ok": ratio <= 1.25, "value": round(ratio, 3), "limit": 1.25}
@@ -159,7 +159,8 @@ def render(result: dict[str, Any]) -> Any:
         list_cell = "—" if not lst else f"{_ms(lst['median'])} ({lst.get('count', '?')})"
         if r.get("list_reads_payloads"):
             list_cell += " payload!"
-        s = sessions.get(r.get("backend", ""), {}) if r.get("durability") in (None, "sync") else {}
+        default_row = r.get("durability") in (None, "sync") and "fsync off" not in name
+        s = sessions.get(r.get("backend", ""), {}) if default_row else {}
         s_cell = "—"
         if s.get("median") is not None:
             s_cell = _ms(s["median"], 1)

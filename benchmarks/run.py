@@ -41,7 +41,7 @@ from benchmarks.report import check_targets, machine, render
 from benchmarks.stats import summarize_steps
 
 PROVIDERS = ("filesystem", "memory", "redis", "s3")
-MODES = ("sync", "async", "exit")
+MODES = ("sync", "async", "exit", "nofsync")
 REFERENCES = ("snapshot", "langgraph")
 
 
@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--providers", type=lambda v: _csv(v, PROVIDERS), default=list(PROVIDERS),
                    help="comma-separated: filesystem,memory,redis,s3 (default all)")
     p.add_argument("--modes", type=lambda v: _csv(v, MODES), default=list(MODES),
-                   help="durability modes measured on the filesystem (default sync,async,exit)")
+                   help="durability modes measured on the filesystem: sync,async,exit, and nofsync "
+                        "(sync with fsync=False, to show what the disk flush costs) (default all)")
     p.add_argument("--references", type=lambda v: _csv(v, REFERENCES), default=list(REFERENCES),
                    help="reference points: snapshot,langgraph (default both)")
     p.add_argument("--repeats", type=int, default=3,
@@ -155,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, backend in backends.items():
             if name == "filesystem" and driver == "ag2":
                 for mode in args.modes:
-                    _guard(rows, f"filesystem ({mode})", name,
-                           lambda b=backend, m=mode: measure_scenario(f"filesystem ({m})", b, steps,
-                                                                      durability=m, **common))
+                    label = "filesystem (sync, fsync off)" if mode == "nofsync" else f"filesystem ({mode})"
+                    extra: dict[str, Any] = {"durability": mode}
+                    if mode == "nofsync":
+                        extra = {"durability": "sync", "options": {"fsync": False}}
+                    _guard(rows, label, name,
+                           lambda b=backend, lb=label, x=extra: measure_scenario(lb, b, steps, **x, **common))
             else:
                 _guard(rows, name, name, lambda n=name, b=backend: measure_scenario(n, b, steps, **common))
 

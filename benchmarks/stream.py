@@ -1,7 +1,8 @@
 """The deterministic message stream every scenario replays: three speakers, ~500 characters each.
 
-Every message carries `MARKER`, a token that appears in message payloads and nowhere else, so a
-request counter can tell whether listing checkpoints read a payload.
+Every message ends with `MARKER`, a token that appears in message payloads and nowhere else, so a
+request counter can tell whether listing checkpoints read a payload (at the end, so that a ranged
+read of a record's first bytes, which may run a little past its info line, does not count).
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ _WORDS = (
 def make_text(index: int, speaker: str, chars: int = MESSAGE_CHARS) -> str:
     """The ``index``-th message's text: deterministic, about ``chars`` characters, marker inside."""
     rng = random.Random(index * 7919 + 17)
-    head = f"[{index:06d} {speaker} {MARKER}] "
+    head = f"[{index:06d} {speaker}] "
+    body = chars - len(MARKER) - 1
     words: list[str] = []
     size = len(head)
-    while size < chars:
+    while size < body:
         w = rng.choice(_WORDS)
         words.append(w)
         size += len(w) + 1
-    return (head + " ".join(words))[:chars]
+    return (head + " ".join(words))[:body] + " " + MARKER
 
 
 def speaker_of(index: int) -> str:
