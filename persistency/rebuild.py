@@ -204,7 +204,7 @@ def _build_agent(
         "default_auto_reply": state.get("default_auto_reply") or "",
     }
     agent = cls(**kwargs)
-    for client in dict.fromkeys(_client_names(llm)):
+    for client in _client_names(llm):  # AG2 activates one config entry per registration
         agent.register_model_client(clients[client])  # type: ignore[arg-type]
     return agent
 

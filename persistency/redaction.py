@@ -34,7 +34,7 @@ _SECRET_WORDS = frozenset(
     {
         "key", "apikey", "secret", "secrets", "token", "password", "passwd", "pwd", "passphrase",
         "credential", "credentials", "auth", "authorization", "cookie", "cookies", "signature", "bearer",
-        "sas",
+        "sas", "sig",
     }
 )  # fmt: skip
 _SECRET_KEYS = frozenset({"http_client", "azure_ad_token_provider", "google_application_credentials"})
