@@ -4,8 +4,8 @@ Layout under ``s3://BUCKET/PREFIX/``::
 
     SESSION/checkpoints/CHECKPOINT_ID.json   # one record per checkpoint (the shared codec's bytes),
                                              # or an empty object once a pack holds the record
-    SESSION/packs/LAST_ID.pack.gz            # a segment of a chain: its records, whole, gzipped
-    SESSION/packs/LAST_ID.index.gz           # the same segment's info lines only, for listing
+    SESSION/packs/FIRST~LAST.pack.gz         # a segment of a chain: its records, whole, gzipped
+    SESSION/packs/FIRST~LAST.index.gz        # the same segment's info lines only, for listing
 
 Why this shape:
 
@@ -43,6 +43,7 @@ import os
 import re
 import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -73,6 +74,7 @@ _PACK_SUFFIX = ".pack.gz"
 _INDEX_SUFFIX = ".index.gz"
 _PACK_FORMAT = "persistency-pack/1"
 _INDEX_FORMAT = "persistency-index/1"
+_NAME_SEP = "~"  # a pack is named FIRST~LAST; "~" is never part of an id
 _INFO_RANGE = 512  # bytes read for a record's info line; read on if the line is longer
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 _AUTH_CODES = frozenset({
@@ -182,6 +184,42 @@ class _Listing:
     indexes: dict[str, str] = field(default_factory=dict)
 
 
+class _PackCache:
+    """Decoded packs and indexes by (key, ETag): they never change once written, so nothing expires."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[tuple[str, str], dict[str, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, etag: str) -> dict[str, bytes] | None:
+        with self._lock:
+            entries = self._data.get((key, etag))
+            if entries is not None:
+                self._data.move_to_end((key, etag))
+            return entries
+
+    def put(self, key: str, etag: str, entries: dict[str, bytes]) -> None:
+        with self._lock:
+            self._data[(key, etag)] = entries
+            self._data.move_to_end((key, etag))
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def find(self, prefix: str, suffix: str, checkpoint_id: str) -> bytes | None:
+        """The entry for ``checkpoint_id`` in any cached object under ``prefix`` ending in ``suffix``."""
+        with self._lock:
+            for (key, _), entries in reversed(self._data.items()):
+                if key.startswith(prefix) and key.endswith(suffix) and checkpoint_id in entries:
+                    return entries[checkpoint_id]
+        return None
+
+    def drop(self, prefix: str) -> None:
+        with self._lock:
+            for k in [k for k in self._data if k[0].startswith(prefix)]:
+                del self._data[k]
+
+
 class _View:
     """What one public call has fetched of one session, so a chain walk never costs a GET per step."""
 
@@ -280,7 +318,7 @@ class S3StorageProvider(RecordStorageProvider):
             raise ProviderConfigError(f"S3 {self._display}: bad option: {self._scrub(str(exc))}") from exc
         self._fs.retries = 1  # botocore's retry config retries, with backoff; no second loop on top
         self._recent = _LRU(max(4 * pack_every, 256))  # record bytes, for the next pack
-        self._packs = _LRU(64)  # (key, etag) -> {id: bytes}; packs never change once written
+        self._packs = _PackCache(128)
         self._local = threading.local()
 
     @classmethod
@@ -470,7 +508,7 @@ class S3StorageProvider(RecordStorageProvider):
         todo: list[tuple[str, str]] = []
         for name, etag in sorted(names.items()):
             key = self._pack_key(session_id, name, suffix)
-            cached: dict[str, bytes] | None = self._packs.get((key, etag))
+            cached = self._packs.get(key, etag)
             if cached is None:
                 todo.append((key, etag))
             else:
@@ -481,20 +519,38 @@ class S3StorageProvider(RecordStorageProvider):
                 if blob is None:
                     continue  # deleted since the listing (the session is being deleted)
                 entries = decode(blob, f"s3://{self._bucket}/{key}")
-                self._packs.put((key, etag), entries)
+                self._packs.put(key, etag, entries)
                 out.update(entries)
         return out
+
+    @staticmethod
+    def _covering(names: dict[str, str], ids: list[str]) -> dict[str, str]:
+        """The packs whose id range (ids grow along a chain) can hold one of ``ids``."""
+        out = {}
+        for name, etag in names.items():
+            first, _, last = name.partition(_NAME_SEP)
+            if any(first <= cid <= (last or first) for cid in ids):
+                out[name] = etag
+        return out
+
+    def _indexed_infos(self, session_id: str, listing: _Listing, ids: list[str]) -> dict[str, bytes]:
+        """Info lines of packed ``ids`` from the indexes that can hold them (all of them as a fallback)."""
+        names = {n: e for n, e in listing.indexes.items() if n in listing.packs}
+        found = self._load_packed(session_id, self._covering(names, ids), _INDEX_SUFFIX)
+        if any(cid not in found for cid in ids):
+            found.update(self._load_packed(session_id, names, _INDEX_SUFFIX))
+        return found
 
     def _find_packed(self, session_id: str, checkpoint_id: str) -> bytes:
         """The record of an id whose object has been emptied: it lives in a pack, found by the indexes."""
         listing = self._list_session(session_id, only_packs=True)
-        for name, etag in sorted(listing.indexes.items(), reverse=True):
-            if name not in listing.packs:
-                continue
-            if checkpoint_id in self._load_packed(session_id, {name: etag}, _INDEX_SUFFIX):
-                pack = self._load_packed(session_id, {name: listing.packs[name]}, _PACK_SUFFIX)
-                if checkpoint_id in pack:
-                    return pack[checkpoint_id]
+        names = {n: e for n, e in listing.indexes.items() if n in listing.packs}
+        for group in (self._covering(names, [checkpoint_id]), names):
+            for name, etag in sorted(group.items(), reverse=True):
+                if checkpoint_id in self._load_packed(session_id, {name: etag}, _INDEX_SUFFIX):
+                    pack = self._load_packed(session_id, {name: listing.packs[name]}, _PACK_SUFFIX)
+                    if checkpoint_id in pack:
+                        return pack[checkpoint_id]
         raise CorruptCheckpointError(
             f"{self._where(session_id, checkpoint_id)}: the record is empty and no pack holds it"
         )
@@ -529,7 +585,7 @@ class S3StorageProvider(RecordStorageProvider):
         sid = view.session_id
         listing = self._listing(view)
         wanted = [cid for cid, size in listing.records.items()
-                  if size > 0 and cid not in view.records and self._records.get((sid, cid)) is None]
+                  if size > 0 and cid not in view.records]
         recent = {cid: self._recent.get((sid, cid)) for cid in wanted}
         view.records.update({cid: data for cid, data in recent.items() if data is not None})
         fetch = [cid for cid, data in recent.items() if data is None]
@@ -571,6 +627,8 @@ class S3StorageProvider(RecordStorageProvider):
             if data is not None:
                 return data
         cached: bytes | None = self._recent.get((session_id, checkpoint_id))
+        if cached is None:
+            cached = self._packs.find(self._session_root(session_id) + _PACKS, _PACK_SUFFIX, checkpoint_id)
         if cached is not None:
             return cached
         key = self._record_key(session_id, checkpoint_id)
@@ -620,13 +678,11 @@ class S3StorageProvider(RecordStorageProvider):
                 else:
                     packed.append(cid)  # packed since the listing
         if packed:
-            names = {n: e for n, e in listing.indexes.items() if n in listing.packs}
-            for cid, line in self._load_packed(sid, names, _INDEX_SUFFIX).items():
+            for cid, line in self._indexed_infos(sid, listing, packed).items():
                 view.infos.setdefault(cid, line)
             if any(c not in view.infos for c in packed):  # packed since the listing
                 fresh = self._list_session(sid, only_packs=True)
-                names = {n: e for n, e in fresh.indexes.items() if n in fresh.packs}
-                for cid, line in self._load_packed(sid, names, _INDEX_SUFFIX).items():
+                for cid, line in self._indexed_infos(sid, fresh, packed).items():
                     view.infos.setdefault(cid, line)
         if checkpoint_id not in view.infos:
             if checkpoint_id not in listing.records:
@@ -666,6 +722,7 @@ class S3StorageProvider(RecordStorageProvider):
         keys = sorted((o["Key"] for o in objects), key=lambda k: not k[len(root):].startswith(_RECORDS))
         failed = self._run(f"deleting session {session_id!r}", self._adelete_keys, keys) if keys else []
         self._recent.drop_session(session_id)
+        self._packs.drop(root)
         if failed:
             raise StorageUnavailableError(
                 f"S3 {self._display}: deleting session {session_id!r}: {len(failed)} objects not deleted "
@@ -729,7 +786,7 @@ class S3StorageProvider(RecordStorageProvider):
             return
         segment.reverse()
         records = [self._read(session_id, cid) for cid in segment]
-        self._write_pack(session_id, checkpoint_id, segment, records)
+        self._write_pack(session_id, f"{segment[0]}{_NAME_SEP}{segment[-1]}", segment, records)
 
     def _write_pack(self, session_id: str, name: str, ids: list[str], records: list[bytes]) -> None:
         """Pack, then index (both create-only), then empty the records: each step leaves every record readable."""
@@ -743,10 +800,10 @@ class S3StorageProvider(RecordStorageProvider):
         what = f"packing session {session_id!r}"
         etag = self._run(what, self._aput, pack_key, pack, True)
         if etag is not None:
-            self._packs.put((pack_key, etag), dict(zip(ids, records, strict=True)))
+            self._packs.put(pack_key, etag, dict(zip(ids, records, strict=True)))
         etag = self._run(what, self._aput, index_key, index, True)
         if etag is not None:
-            self._packs.put((index_key, etag), dict(zip(ids, infos, strict=True)))
+            self._packs.put(index_key, etag, dict(zip(ids, infos, strict=True)))
         keys = [self._record_key(session_id, cid) for cid in ids]
         self._run(what, self._agather, [self._aput(k, b"", False) for k in keys])
 

@@ -18,11 +18,13 @@ Two things the tests need from the server that moto does not do on its own:
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -37,6 +39,7 @@ class Request:
     method: str
     path: str
     query: str
+    range: str = ""
 
 
 @dataclass
@@ -59,9 +62,9 @@ class S3Server:
             return len(self.requests)
 
     def since(self, mark: int, contains: str = "") -> list[Request]:
-        """The requests served after ``mark`` whose path contains ``contains``."""
+        """The requests served after ``mark`` whose path or query contains ``contains``."""
         with self.lock:
-            return [r for r in self.requests[mark:] if contains in r.path]
+            return [r for r in self.requests[mark:] if contains in r.path or contains in unquote(r.query)]
 
     def client(self) -> Any:
         """A plain botocore client on this server (for tests that damage or inspect objects)."""
@@ -81,7 +84,7 @@ def _serialized(app: Callable[..., Iterable[bytes]], server: S3Server) -> Callab
         with server.lock:
             server.requests.append(
                 Request(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""),
-                        environ.get("QUERY_STRING", ""))
+                        environ.get("QUERY_STRING", ""), environ.get("HTTP_RANGE", ""))
             )
         with serve_lock:
             return list(app(environ, start_response))
@@ -111,6 +114,7 @@ def s3_server() -> Iterator[S3Server]:
     from werkzeug.serving import make_server
 
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(logging.getLogger("werkzeug"), "level", logging.WARNING)  # one line per request otherwise
         for name, value in _ENV.items():
             mp.setenv(name, value)
         for name in _UNSET:
