@@ -60,7 +60,7 @@ import redis.asyncio.retry
 import redis.cluster
 from redis.backoff import ExponentialBackoff
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
 from persistency._codec import (
@@ -78,6 +78,7 @@ from persistency.errors import (
     CheckpointConflictError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    InvalidIdentifierError,
     PersistencyError,
     ProviderConfigError,
     StorageUnavailableError,
@@ -432,9 +433,9 @@ class RedisStorageProvider(PersistencyStorageProvider):
             netloc = (user + (":" + user_part.split(":", 1)[1] if keep_pw else "") + "@" + host_part
                       if user or keep_pw else host_part)
         path = parts.path if "db" not in redis_options or parts.scheme == "unix" else ""
-        self._client_url = urlunsplit(parts._replace(
-            netloc=netloc, path=path, query=urlencode([(k, v) for k, v in query if k not in drop], quote_via=quote)
-        ))
+        rest = urlencode([(k, v) for k, v in query if k not in drop], quote_via=quote)
+        # Joined by hand: urlunsplit drops the "//" of "unix:///path" (an empty host).
+        self._client_url = f"{parts.scheme}://{netloc}{path}" + (f"?{rest}" if rest else "")
         try:
             url_kwargs: dict[str, Any] = parse_url(self._client_url)  # type: ignore[no-untyped-call]
         except ValueError as exc:
@@ -556,6 +557,11 @@ class RedisStorageProvider(PersistencyStorageProvider):
             for _sha, text in _SCRIPTS.values():
                 with contextlib.suppress(ResponseError):
                     await client.script_load(text)
+        existing = self._async.get(loop)
+        if existing is not None:  # another task of this loop connected meanwhile: keep one client
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            return existing
         self._async[loop] = client
         return client
 
@@ -593,7 +599,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
                 ) from exc
             kind = type(exc).__name__
             raise StorageUnavailableError(f"Redis at {self.url} refused {what}: {kind}: {msg}") from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             kind = type(exc).__name__
             raise StorageUnavailableError(
                 f"Redis at {self.url} unavailable while {what}: {kind}: {self._scrub(str(exc))}"
@@ -702,6 +708,13 @@ class RedisStorageProvider(PersistencyStorageProvider):
             raise CorruptCheckpointError(f"{where}: unknown payload encoding {parts[2]!r}")
         return body
 
+    def _referenced_id(self, keys: _Keys, cid: str) -> str:
+        """A checkpoint id found inside stored bytes: a bad one means the bytes are damaged."""
+        try:
+            return validate_id(cid, "referenced checkpoint id")
+        except InvalidIdentifierError as exc:
+            raise CorruptCheckpointError(f"{self.url} keys {keys.info!r}/{keys.payload!r}: {exc}") from exc
+
     def _fetch_op(self, keys: _Keys, ids: list[str], what: str) -> _Script:
         return _Script("fetch", keys.all, tuple(ids), what)
 
@@ -718,8 +731,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
             try:
                 return fn(lookup)
             except _Missing as miss:
-                cid = miss.checkpoint_id
-                validate_id(cid, "referenced checkpoint id")
+                cid = self._referenced_id(keys, miss.checkpoint_id)
                 reply = yield self._fetch_op(keys, [cid], f"reading checkpoint {cid!r} of session {sid!r}")
                 got, _ = self._decode_rows(keys, sid, reply)
                 if cid not in got:
@@ -740,8 +752,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         head = records[head_id]
         missing = [r for r in _refs(head) if r not in records]
         if missing:
-            for r in missing:
-                validate_id(r, "referenced checkpoint id")
+            missing = [self._referenced_id(keys, r) for r in missing]
             got, _ = self._decode_rows(keys, sid, (yield self._fetch_op(keys, missing, what)))
             records.update(got)
         return (yield from self._resolve(keys, sid, records, lambda fetch: materialize(head, fetch)))
@@ -758,6 +769,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         parent = records[pid]
         missing = [r for r in _refs(parent) if r not in records]
         if missing:
+            missing = [self._referenced_id(keys, r) for r in missing]
             got, _ = self._decode_rows(keys, sid, (yield self._fetch_op(keys, missing, what)))
             records.update(got)
         lineage = yield from self._resolve(keys, sid, records, lambda fetch: lineage_of(parent, fetch))
@@ -849,8 +861,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
                 break
         missing = sorted({str(m["ref"]) for c in selected if "ref" in (m := raws[c]["metadata"])} - set(raws))
         if missing:
-            for r in missing:
-                validate_id(r, "referenced checkpoint id")
+            missing = [self._referenced_id(keys, r) for r in missing]
             got = yield _Call(("HMGET", keys.info, *missing), what)
             for cid, line in zip(missing, got, strict=True):
                 if line is not None:

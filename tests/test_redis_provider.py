@@ -575,3 +575,129 @@ def test_bytes_stored_for_1000_steps_stay_under_twice_the_transcript(
           f"MEMORY USAGE {memory} B ({memory / transcript:.2f}x)")
     assert stored <= 2 * transcript
     assert memory <= 2 * transcript
+
+
+# -- transports and transient failures ---------------------------------------------------------------------
+def test_unix_socket_urls_work() -> None:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.servers.redis_server import start_redis
+
+    tmp = Path(tempfile.mkdtemp(prefix="prs-"))  # short: a unix socket path has a length limit
+    server = start_redis(tmp, "--unixsocket", str(tmp / "r.sock"), "--unixsocketperm", "700")
+    try:
+        with provider_from_url(f"unix://{tmp / 'r.sock'}?db=2&key_prefix=u") as p:
+            chain = make_chain(p, "sock", 3)
+            assert p.get_checkpoint("sock", chain[-1].checkpoint_id).model_dump() == chain[-1].model_dump()
+            assert p.list_sessions() == ["sock"]
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _ReplyDroppingProxy:
+    """A loopback TCP proxy to Redis that, when armed, forwards one save script and then drops the
+    connection instead of returning the reply: the save happened, but the client never heard."""
+
+    def __init__(self, upstream_port: int, marker: bytes) -> None:
+        import socket
+        import threading
+
+        self.upstream_port = upstream_port
+        self.marker = marker
+        self.armed = False
+        self.saves_seen = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        self._server.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client: Any, upstream: Any) -> None:
+        import select
+
+        swallow = False
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([client, upstream], [], [], 0.1)
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if sock is client:
+                        if self.marker in data:
+                            self.saves_seen += 1
+                            if self.armed:
+                                self.armed, swallow = False, True
+                        upstream.sendall(data)
+                    elif swallow:
+                        return  # the reply is lost with the connection
+                    else:
+                        client.sendall(data)
+        finally:
+            client.close()
+            upstream.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+
+
+def test_a_save_whose_reply_is_lost_is_retried_and_not_taken_for_a_conflict(redis_url: str) -> None:
+    from providers.redis import _SCRIPTS
+
+    parts = urlsplit(redis_url)
+    proxy = _ReplyDroppingProxy(int(parts.port or 6379), _SCRIPTS["save"][0].encode())
+    try:
+        via_proxy = parts._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+        with provider_from_url(via_proxy, retry_backoff_cap=0.01) as p:
+            chain = make_chain(p, "lost", 2)
+            proxy.armed = True
+            seen = proxy.saves_seen
+            child = make_chain(p, "lost", 1, start=chain[-1])[0]  # redis-py retries; the token says "mine"
+            assert proxy.saves_seen == seen + 2
+            assert p.get_checkpoint("lost", child.checkpoint_id).model_dump() == child.model_dump()
+            assert [i.step for i in p.list_checkpoints("lost")] == [1, 2, 3]
+            with pytest.raises(CheckpointConflictError):
+                p.save_checkpoint(child)
+    finally:
+        proxy.close()
+
+
+def test_dropped_connections_are_retried(provider: RedisStorageProvider, admin: Any) -> None:
+    chain = make_chain(provider, "drop", 2)
+    admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    more = make_chain(provider, "drop", 2, start=chain[-1])
+    latest = provider.get_latest_checkpoint("drop")
+    assert latest is not None and latest.checkpoint_id == more[-1].checkpoint_id
+
+
+def test_cluster_option_on_a_single_node_is_a_clear_error(redis_url: str) -> None:
+    with provider_from_url(redis_url, cluster=True, retries=0) as p:
+        with pytest.raises(StorageUnavailableError, match="luster"):
+            p.list_sessions()
+
+
+def test_rediss_urls_build_a_tls_client_without_io() -> None:
+    p = provider_from_url(f"rediss://:{SECRET}@127.0.0.1:6380/0?key_prefix=tls&ttl=60")
+    assert isinstance(p, RedisStorageProvider)
+    assert p.ttl == 60 and p.key_prefix == "tls"
+    assert SECRET not in repr(p)
+    p.close()
