@@ -185,12 +185,17 @@ class _Listing:
 
 
 class _PackCache:
-    """Decoded packs and indexes by (key, ETag): they never change once written, so nothing expires."""
+    """Decoded packs and indexes by (key, ETag), bounded in bytes: they never change once written."""
 
-    def __init__(self, size: int) -> None:
-        self._size = size
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._data: OrderedDict[tuple[str, str], dict[str, bytes]] = OrderedDict()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _size(entries: dict[str, bytes]) -> int:
+        return sum(len(v) for v in entries.values())
 
     def get(self, key: str, etag: str) -> dict[str, bytes] | None:
         with self._lock:
@@ -201,10 +206,14 @@ class _PackCache:
 
     def put(self, key: str, etag: str, entries: dict[str, bytes]) -> None:
         with self._lock:
+            old = self._data.pop((key, etag), None)
+            if old is not None:
+                self._bytes -= self._size(old)
             self._data[(key, etag)] = entries
-            self._data.move_to_end((key, etag))
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
+            self._bytes += self._size(entries)
+            while self._bytes > self._max_bytes and len(self._data) > 1:
+                _, evicted = self._data.popitem(last=False)
+                self._bytes -= self._size(evicted)
 
     def find(self, prefix: str, suffix: str, checkpoint_id: str) -> bytes | None:
         """The entry for ``checkpoint_id`` in any cached object under ``prefix`` ending in ``suffix``."""
@@ -217,7 +226,7 @@ class _PackCache:
     def drop(self, prefix: str) -> None:
         with self._lock:
             for k in [k for k in self._data if k[0].startswith(prefix)]:
-                del self._data[k]
+                self._bytes -= self._size(self._data.pop(k))
 
 
 class _View:
@@ -248,6 +257,7 @@ class S3StorageProvider(RecordStorageProvider):
         max_concurrency: GETs in flight at once when loading or listing a session.
         pack_every: how many steps of a chain go into one pack.
         cache_size: records kept decoded in memory (they never change once written).
+        pack_cache_bytes: memory for packs already read, so a second load of a session costs a listing.
         encryption_key: seal payloads (see `persistency.encryption`).
         s3fs_options: passed to ``s3fs.S3FileSystem`` (``key``, ``secret``, ``token``,
             ``client_kwargs``, ``config_kwargs``, ...). Credentials otherwise come from the
@@ -272,6 +282,7 @@ class S3StorageProvider(RecordStorageProvider):
         max_concurrency: int = 32,
         pack_every: int = 64,
         cache_size: int = 512,
+        pack_cache_bytes: int = 64 * 2**20,
         encryption_key: str | bytes | None = None,
         **s3fs_options: Any,
     ) -> None:
@@ -318,7 +329,7 @@ class S3StorageProvider(RecordStorageProvider):
             raise ProviderConfigError(f"S3 {self._display}: bad option: {self._scrub(str(exc))}") from exc
         self._fs.retries = 1  # botocore's retry config retries, with backoff; no second loop on top
         self._recent = _LRU(max(4 * pack_every, 256))  # record bytes, for the next pack
-        self._packs = _PackCache(128)
+        self._packs = _PackCache(pack_cache_bytes)
         self._local = threading.local()
 
     @classmethod
@@ -391,7 +402,7 @@ class S3StorageProvider(RecordStorageProvider):
             resp = await self._fs._call_s3("get_object", Bucket=self._bucket, Key=key, **extra)
         except Exception as exc:
             code, _ = _error_code(exc)
-            if code in ("NoSuchKey", "404"):
+            if code == "NoSuchKey":
                 return None
             if code == "InvalidRange":  # a ranged read of an empty (packed) record
                 return b""
@@ -671,8 +682,8 @@ class S3StorageProvider(RecordStorageProvider):
             for cid, head in zip(unpacked, heads, strict=True):
                 if head is None:
                     continue
-                if head and b"\n" not in head and len(head) >= _INFO_RANGE:
-                    head = self._read(sid, cid)  # an info line longer than the range: read it whole
+                if head and b"\n" not in head and len(head) >= _INFO_RANGE:  # a long info line: read on
+                    head = self._run(f"listing session {sid!r}", self._aget, self._record_key(sid, cid))
                 if head:
                     view.infos[cid] = head.split(b"\n", 1)[0]
                 else:

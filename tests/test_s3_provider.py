@@ -464,3 +464,20 @@ async def test_async_twins_do_not_block_the_event_loop(s3_server: S3Server, s3_u
         await task
     assert latest is not None and latest.step == 20
     assert ticks > 5
+
+
+def test_no_credentials_anywhere_is_storage_unavailable(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with provider_from_url(s3_server.url()) as p, pytest.raises(StorageUnavailableError) as info:
+        p.list_sessions()
+    assert "credentials" in str(info.value)
+
+
+def test_a_long_info_line_is_read_whole_when_listing(s3_server: S3Server, s3_url: str) -> None:
+    big = {"note": "x" * 3000}
+    with provider_from_url(s3_url) as p:
+        cp = make_checkpoint("meta", 1, metadata=big)
+        p.save_checkpoint(cp)
+    with provider_from_url(s3_url) as fresh:
+        assert [i.metadata for i in fresh.list_checkpoints("meta")] == [big]
