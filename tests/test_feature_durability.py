@@ -130,7 +130,10 @@ def test_async_chat_never_blocks_its_event_loop(store: PersistencyStorageProvide
     elapsed = time.perf_counter() - started
     assert len(slow.saved) == 9  # 8 steps and the run end, each taking `delay`
     assert elapsed >= 9 * delay
-    assert max(gaps) < delay * 0.6, f"the event loop stalled for {max(gaps):.3f}s"
+    # A loop blocked by storage would stall once per save (9 times >= delay); allow one stall of
+    # scheduling noise on a loaded machine.
+    stalls = [round(g, 3) for g in gaps if g > delay / 2]
+    assert len(stalls) <= 1, f"the event loop stalled: {stalls}"
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
