@@ -26,7 +26,7 @@ def chat_session(url: str, session: str, *, max_round: int, fail_at: int | None 
     for name in ("alice", "bob"):
         agent = ConversableAgent(name, system_message=f"You are {name}.", human_input_mode="NEVER",
                                  llm_config=scripted_config([f"{name} says {i}" for i in range(20)], api_key=SECRET))
-        agent.register_model_client(ScriptedModelClient)
+        agent.register_model_client(ScriptedModelClient)  # type: ignore[arg-type]
         agents.append(agent)
     if fail_at is not None:
         def fail(recipient: ConversableAgent, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
