@@ -51,7 +51,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -194,6 +194,74 @@ def _safe_url(url: str) -> str:
         return shown
     query = [(k, "****" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     return urlunsplit(parts._replace(query=urlencode(query, safe="*:/")))
+
+
+@dataclass(frozen=True)
+class _Config:
+    """A parsed URL plus options: what the provider needs, and what redis-py gets."""
+
+    display_url: str
+    client_url: str
+    redis_options: dict[str, Any]
+    settings: dict[str, Any]
+    password: str
+
+
+def _parse_config(url: str, options: dict[str, Any]) -> _Config:
+    """Split ``url`` and keyword ``options`` into the provider's settings and redis-py's (no I/O).
+
+    The keyword wins over the URL. redis-py lets the URL win, so whatever a keyword overrides is
+    taken out of the URL that redis-py sees. Raises `ProviderConfigError` naming the bad option.
+    """
+    shown = _safe_url(url)
+    try:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        username, password, _ = parts.username, parts.password, parts.port
+    except ValueError as exc:
+        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {exc}") from exc
+    options = dict(options)
+    ours = dict(q for q in query if q[0] in _OPTIONS)
+    settings: dict[str, Any] = {}
+    for name, parser in _OPTIONS.items():
+        raw = options.pop(name) if name in options else ours.get(name, _OPTION_DEFAULTS[name])
+        try:
+            settings[name] = parser(raw) if raw is not None else None
+        except (TypeError, ValueError) as exc:
+            raise ProviderConfigError(f"Redis option {name}={raw!r} in {shown!r}: {exc}") from exc
+    unknown = sorted({k for k, _ in query} - set(_OPTIONS) - set(URL_QUERY_ARGUMENT_PARSERS) - _REDIS_QUERY_EXTRA)
+    if unknown:
+        raise ProviderConfigError(
+            f"unknown option(s) {', '.join(unknown)} in {shown!r}; the provider's options are "
+            f"{', '.join(_OPTIONS)}, and redis-py's are {', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))}"
+        )
+    redis_options = options
+    netloc = parts.netloc
+    if {"username", "password"} & set(redis_options) and "@" in netloc:
+        # A keyword credential overrides the URL's: move both out of the URL, keyword first.
+        if username and "username" not in redis_options:
+            redis_options["username"] = unquote(username)
+        if password and "password" not in redis_options:
+            redis_options["password"] = unquote(password)
+        netloc = netloc.rsplit("@", 1)[1]
+    path = "" if "db" in redis_options and parts.scheme != "unix" else parts.path
+    rest = urlencode([(k, v) for k, v in query if k not in _OPTIONS and k not in redis_options], quote_via=quote)
+    # Joined by hand: urlunsplit drops the "//" of "unix:///path" (an empty host).
+    client_url = f"{parts.scheme}://{netloc}{path}" + (f"?{rest}" if rest else "")
+    try:
+        url_kwargs: dict[str, Any] = parse_url(client_url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {exc}") from exc
+    for name, value in _DEFAULTS.items():
+        if name not in url_kwargs and name not in redis_options:
+            redis_options[name] = value
+    redis_options["decode_responses"] = False  # records are bytes; the codec decodes them
+    if settings["cluster"] and "path" in url_kwargs:
+        raise ProviderConfigError(f"{shown!r}: Redis Cluster cannot be reached over a unix socket")
+    if settings["cluster"] and (redis_options.get("db") or url_kwargs.get("db") or 0) != 0:
+        raise ProviderConfigError(f"{shown!r}: Redis Cluster has only database 0")
+    secret = str(redis_options.get("password") or url_kwargs.get("password") or "")
+    return _Config(shown, client_url, redis_options, settings, secret)
 
 
 # -- Lua scripts (all keys of one session: one slot) ------------------------------------------------
@@ -400,65 +468,21 @@ class RedisStorageProvider(PersistencyStorageProvider):
     schemes = ("redis", "rediss", "unix")
 
     def __init__(self, url: str, **options: Any) -> None:
-        self.url = _safe_url(url)
-        try:
-            parts = urlsplit(url)
-            query = parse_qsl(parts.query, keep_blank_values=True)
-        except ValueError as exc:
-            raise ProviderConfigError(f"malformed Redis URL {self.url!r}: {exc}") from exc
-        ours = {k: v for k, v in query if k in _OPTIONS}
-        settings: dict[str, Any] = {}
-        for name, parser in _OPTIONS.items():
-            raw = options.pop(name) if name in options else ours.get(name, _OPTION_DEFAULTS[name])
-            try:
-                settings[name] = parser(raw) if raw is not None else None
-            except (TypeError, ValueError) as exc:
-                raise ProviderConfigError(f"Redis option {name}={raw!r} in {self.url!r}: {exc}") from exc
-        redis_options = dict(options)
-        unknown = sorted({k for k, _ in query if k not in _OPTIONS} - set(URL_QUERY_ARGUMENT_PARSERS)
-                         - _REDIS_QUERY_EXTRA)
-        if unknown:
-            raise ProviderConfigError(
-                f"unknown option(s) {', '.join(unknown)} in {self.url!r}; the provider's options are "
-                f"{', '.join(_OPTIONS)}, and redis-py's are {', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))}"
-            )
-        # The URL redis-py sees: without our options, and without what a keyword overrides, so that
-        # the keyword wins (redis-py itself lets the URL win).
-        drop = set(_OPTIONS) | set(redis_options)
-        netloc = parts.netloc
-        if {"username", "password"} & set(redis_options) and "@" in netloc:
-            user_part, host_part = netloc.rsplit("@", 1)
-            user = "" if "username" in redis_options else user_part.split(":", 1)[0]
-            keep_pw = "password" not in redis_options and ":" in user_part
-            netloc = (user + (":" + user_part.split(":", 1)[1] if keep_pw else "") + "@" + host_part
-                      if user or keep_pw else host_part)
-        path = parts.path if "db" not in redis_options or parts.scheme == "unix" else ""
-        rest = urlencode([(k, v) for k, v in query if k not in drop], quote_via=quote)
-        # Joined by hand: urlunsplit drops the "//" of "unix:///path" (an empty host).
-        self._client_url = f"{parts.scheme}://{netloc}{path}" + (f"?{rest}" if rest else "")
-        try:
-            url_kwargs: dict[str, Any] = parse_url(self._client_url)  # type: ignore[no-untyped-call]
-        except ValueError as exc:
-            raise ProviderConfigError(f"malformed Redis URL {self.url!r}: {exc}") from exc
-        for name, value in _DEFAULTS.items():
-            if name not in url_kwargs and name not in redis_options:
-                redis_options[name] = value
-        redis_options["decode_responses"] = False  # records are bytes; the codec decodes them
-        self._password = str(redis_options.get("password") or url_kwargs.get("password") or "")
-        self._redis_options = redis_options
-        self.key_prefix: str = settings["key_prefix"]
-        self.ttl: float | None = settings["ttl"]
+        config = _parse_config(url, options)
+        self.url = config.display_url
+        self.key_prefix: str = config.settings["key_prefix"]
+        self.ttl: float | None = config.settings["ttl"]
         self._ttl_ms = int(self.ttl * 1000) if self.ttl else 0
-        self._retries: int = settings["retries"]
-        self._backoff = ExponentialBackoff(cap=settings["retry_backoff_cap"], base=settings["retry_backoff_base"])
-        self._cluster: bool | None = settings["cluster"]
-        self._compress = settings["compression"] == "zlib"
-        if self._cluster and "path" in url_kwargs:
-            raise ProviderConfigError(f"{self.url!r}: Redis Cluster cannot be reached over a unix socket")
-        if self._cluster and url_kwargs.get("db", 0) != 0:
-            raise ProviderConfigError(f"{self.url!r}: Redis Cluster has only database 0")
+        self._client_url = config.client_url
+        self._redis_options = config.redis_options
+        self._password = config.password
+        self._retries: int = config.settings["retries"]
+        self._backoff = ExponentialBackoff(cap=config.settings["retry_backoff_cap"],
+                                           base=config.settings["retry_backoff_base"])
+        self._cluster: bool | None = config.settings["cluster"]
+        self._compress = config.settings["compression"] == "zlib"
         self._index_key = f"{self.key_prefix}:sessions"
-        self._lineages = _LRU(max(1, settings["cache_size"]))
+        self._lineages = _LRU(max(1, config.settings["cache_size"]))
         self._lock = threading.Lock()
         self._sync: Any = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()

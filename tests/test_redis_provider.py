@@ -263,6 +263,21 @@ def test_keyword_options_win_over_the_url(url: str, admin: Any) -> None:
         p.delete_session("kw")
 
 
+def test_keyword_credentials_db_and_timeouts_win_over_the_url(redis_url: str) -> None:
+    parts = urlsplit(redis_url)
+    bad_user = parts._replace(netloc=f"nobody:{SECRET}@{parts.netloc}",
+                              query=f"{parts.query}&socket_timeout=1&db=1").geturl()
+    with provider_from_url(bad_user, username="default", password="any", db=3, socket_timeout=7.5) as p:
+        make_chain(p, "kw-db", 1)  # "nobody" would be refused; the keyword's "default" user is not
+        assert isinstance(p, RedisStorageProvider)
+        kwargs = p._client().connection_pool.connection_kwargs
+        assert (kwargs["db"], kwargs["socket_timeout"], kwargs["username"]) == (3, 7.5, "default")
+        with redis.Redis(host=parts.hostname or "", port=parts.port or 6379, db=3) as db3:
+            assert db3.exists(f"{prefix_of(redis_url)}:{{kw-db}}:ids")
+        assert SECRET not in repr(p)
+        p.delete_session("kw-db")
+
+
 def test_list_sessions_is_fast_for_10000_sessions(redis_url: str) -> None:
     with provider_from_url(redis_url) as p:
         sids = [f"s{i:05d}" for i in range(10_000)]
