@@ -20,7 +20,7 @@ from benchmarks.stream import transcript, transcript_json_bytes
 from persistency.models import Checkpoint
 from persistency.provider import PersistencyStorageProvider
 
-__all__ = ["measure_list_sessions", "measure_scenario", "scenario_from_times"]
+__all__ = ["measure_interleaved", "measure_list_sessions", "measure_scenario", "scenario_from_times"]
 
 
 class _ReadSpy:
@@ -217,3 +217,44 @@ def measure_list_sessions(backend: Backend, sessions: int, *, repeats: int = 3, 
     backend.cleanup(url)
     return {"sessions": sessions, "found": found, "median": statistics.median(times), "samples": times,
             "setup_seconds": setup, "wire": wire, "url": url}
+
+
+def measure_interleaved(backend: Backend, steps: int, *, window_size: int = 100) -> dict[str, Any]:
+    """Flatness with the noise cancelled: saves at steps 1..100 and at steps N-99..N, taken in turns.
+
+    One session is first grown to ``steps - window_size`` checkpoints (untimed); then a new
+    session's first save and the long session's next save alternate, ``window_size`` times, so a
+    burst of load on this shared machine hits both windows alike.
+    """
+    from benchmarks.chat import _checkpoint
+    from benchmarks.stream import transcript as full
+
+    url = backend.fresh_url("ab")
+    stream = full(steps)
+    provider = backend.make(url)
+    try:
+        parents: dict[str, str | None] = {"long": None, "short": None}
+        lengths = {"long": 0, "short": 0}
+
+        def save(sid: str) -> float:
+            lengths[sid] += 1
+            cp = _checkpoint(sid, stream[: lengths[sid]], parents[sid])
+            t = time.perf_counter()
+            provider.save_checkpoint(cp)
+            elapsed = time.perf_counter() - t
+            parents[sid] = cp.checkpoint_id
+            return elapsed
+
+        for _ in range(max(0, steps - window_size)):
+            save("long")
+        short: list[float] = []
+        long: list[float] = []
+        for _ in range(min(window_size, steps)):
+            short.append(save("short"))
+            long.append(save("long"))
+    finally:
+        provider.close()
+        backend.cleanup(url)
+    s, lg = statistics.median(short), statistics.median(long)
+    return {"first": {"median": s, "n": len(short)}, "last": {"median": lg, "n": len(long)},
+            "ratio": lg / s if s else None, "samples_first": short, "samples_last": long}

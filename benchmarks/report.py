@@ -86,6 +86,12 @@ def _wire_cell(r: dict[str, Any]) -> str:
     return " / ".join(parts) if parts else "—"
 
 
+def _ab(d: dict[str, Any] | None) -> str:
+    if not d or d.get("ratio") is None:
+        return "—"
+    return f"{d['ratio']:.2f}x"
+
+
 def check_targets(rows: list[dict[str, Any]], steps: int) -> dict[str, dict[str, Any]]:
     """Each target per provider row: ok (True/False), the value, and the limit."""
     out: dict[str, dict[str, Any]] = {}
@@ -133,19 +139,20 @@ def render(result: dict[str, Any]) -> Any:
                "e2e: chat wall time ÷ the same chat without persistence. bytes: stored ÷ transcript JSON. "
                "load/list: fresh provider, cold cache, median ms. wire: round trips (Redis) or requests (S3) "
                "per save / for one load / for one listing. sessions: list_sessions over "
-               f"{result.get('sessions', 0):,} sessions, ms (requests).")
+               f"{result.get('sessions', 0):,} sessions, ms (requests). A/B flat: median save at steps "
+               f"{steps - 99}..{steps} ÷ at steps 1..100, the two taken in turns on one provider (noise cancels).")
     table = Table(title=title, caption=caption, show_lines=False, header_style="bold")
     for col, just in (("scenario", "left"), ("save ms median", "right"), ("save ms p99", "right"),
                       ("step ms median", "right"), ("e2e x", "right"), ("stored MB (x json)", "right"),
                       ("load ms", "right"), ("list ms (n)", "right"), ("wire save/load/list", "right"),
-                      ("sessions ms", "right"), ("targets", "left")):
+                      ("sessions ms", "right"), ("A/B flat", "right"), ("targets", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     targets = result.get("targets", {})
     sessions = result.get("list_sessions", {})
     for r in result["rows"]:
         name = r["scenario"]
         if r.get("error"):
-            table.add_row(name, f"[yellow]{r['error']}[/]", *[""] * 9)
+            table.add_row(name, f"[yellow]{r['error']}[/]", *[""] * 10)
             continue
         stored = r.get("bytes_stored")
         cell_bytes = "—"
@@ -179,6 +186,7 @@ def render(result: dict[str, Any]) -> Any:
             list_cell,
             _wire_cell(r),
             s_cell,
+            _ab(result.get("interleaved", {}).get(r.get("backend", "")) if default_row else None),
             _verdicts(targets.get(name, {})),
         )
     return table

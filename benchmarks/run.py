@@ -35,7 +35,7 @@ from benchmarks.chat import feature_available, run_chat
 from benchmarks.counters import install_redis_counter, install_s3_counter
 from benchmarks.langgraph_ref import available as langgraph_available
 from benchmarks.langgraph_ref import run_langgraph
-from benchmarks.measure import measure_list_sessions, measure_scenario
+from benchmarks.measure import measure_interleaved, measure_list_sessions, measure_scenario
 from benchmarks.references import extrapolate_quadratic
 from benchmarks.report import check_targets, machine, render
 from benchmarks.stats import summarize_steps
@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--driver", choices=("auto", "ag2", "provider"), default="auto",
                    help="ag2: the scripted group chat with Persistency; provider: the same checkpoints saved "
                         "straight into the provider; auto: ag2 when persistency.Persistency exists")
+    p.add_argument("--no-interleaved", action="store_true",
+                   help="skip the interleaved first/last-100 save check per provider")
     p.add_argument("--workdir", type=Path, default=None, help="where local stores go (default: a temp folder)")
     p.add_argument("--out", type=Path, default=None,
                    help="raw numbers as JSON (default benchmarks/results/bench-<UTC time>.json)")
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {"steps": steps, "driver": driver, "started": started.isoformat(),
                               "argv": sys.argv[1:] if argv is None else argv, "machine": machine(),
-                              "rows": rows, "sessions": args.sessions, "list_sessions": {}}
+                              "rows": rows, "sessions": args.sessions, "list_sessions": {}, "interleaved": {}}
     if driver == "provider":
         result["driver_note"] = why_not or "chosen with --driver provider"
 
@@ -190,7 +192,17 @@ def main(argv: list[str] | None = None) -> int:
                        lambda: {**run_langgraph(steps, workdir, repeats=args.load_repeats),
                                 "scenario": "LangGraph SQLite (ref)"})
 
-        # 4. list_sessions over many sessions, per provider
+        # 4. flatness again, with the noise cancelled: first-100 and last-100 saves taken in turns
+        if not args.no_interleaved:
+            for name, backend in backends.items():
+                print(f"  interleaved first/last saves on {name} ...", file=sys.stderr, flush=True)
+                try:
+                    result["interleaved"][name] = measure_interleaved(backend, steps)
+                except Exception as exc:
+                    traceback.print_exc(file=sys.stderr)
+                    result["interleaved"][name] = {"error": f"{type(exc).__name__}: {exc}"[:160]}
+
+        # 5. list_sessions over many sessions, per provider
         if args.sessions > 0:
             for name, backend in backends.items():
                 print(f"  list_sessions over {args.sessions:,} sessions on {name} ...", file=sys.stderr, flush=True)
@@ -206,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=1, default=str))
     from rich.console import Console
 
-    console = Console(width=max(200, _term_width()))
+    console = Console(width=max(250, _term_width()))
     console.print(render(result))
     console.print(f"raw numbers: {out}")
     return 0
