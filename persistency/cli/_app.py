@@ -54,10 +54,20 @@ app = typer.Typer(
     cls=_Group,
     name="persistency",
     help=(
-        "Inspect, continue, copy, prune and verify checkpointed AG2 group chats.\n\n"
+        "Inspect, continue, copy, prune and verify checkpointed AG2 group chats.\n"
         "Every command reads the store named by --url (default: $PERSISTENCY_URL, else ./.persistency). "
         "Tables are for people; add --json for scripts. Exit status: 0 ok, 1 error or damage found, "
         "2 bad usage."
+    ),
+    epilog=(
+        "Examples:\n\n"
+        "  persistency sessions\n"
+        "  persistency show conv-42 --last 20\n"
+        "  persistency show conv-42 latest\n"
+        "  persistency continue conv-42 --rounds 10 --message 'Check the answer again.'\n"
+        "  persistency copy ./.persistency s3://my-bucket/chats\n"
+        "  persistency prune --older-than 30d --keep-last-runs 3 --dry-run\n"
+        "  persistency verify --json"
     ),
     no_args_is_help=True,
     add_completion=False,

@@ -39,7 +39,7 @@ def continue_(
     session: Annotated[str, typer.Argument(metavar="SESSION", help="The session id.", show_default=False)],
     checkpoint: Annotated[
         str | None,
-        typer.Argument(metavar="[CHECKPOINT]", show_default=False,
+        typer.Argument(metavar="CHECKPOINT", show_default=False,
                        help="Continue from this checkpoint (default: the session's latest)."),
     ] = None,
     rounds: Annotated[int, typer.Option("--rounds", "-r", min=1, metavar="N",

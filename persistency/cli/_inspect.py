@@ -34,7 +34,7 @@ __all__ = ["export", "sessions", "show"]
 SessionArg = Annotated[str, typer.Argument(metavar="SESSION", help="The session id.", show_default=False)]
 CheckpointArg = Annotated[
     str | None,
-    typer.Argument(metavar="[CHECKPOINT]", help="A checkpoint id of the session, or 'latest'.", show_default=False),
+    typer.Argument(metavar="CHECKPOINT", help="A checkpoint id of the session, or 'latest'.", show_default=False),
 ]
 _STATUS_STYLE = {"finished": "green", "unfinished": "yellow", "failed": "red", "superseded": "dim"}
 

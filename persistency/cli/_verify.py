@@ -64,7 +64,7 @@ def verify_session(provider: PersistencyStorageProvider, session_id: str,
 
 
 def verify(
-    session: Annotated[str | None, typer.Argument(metavar="[SESSION]", help="Only this session.",
+    session: Annotated[str | None, typer.Argument(metavar="SESSION", help="Only this session.",
                                                   show_default=False)] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
