@@ -136,14 +136,16 @@ def render(result: dict[str, Any]) -> Any:
              f"(driver: {result['driver']})")
     caption = (f"{m['nproc']} cores · {m['cpu']} · {m['memory']} · Python {m['python']} · {m['disk']}\n"
                "save/step: median (and p99) ms over the first → last 100 steps (ratio of medians). "
-               "e2e: chat wall time ÷ the same chat without persistence. bytes: stored ÷ transcript JSON. "
+               "e2e: chat wall time ÷ the same chat without persistence "
+               "(LangGraph: ÷ its graph without a checkpointer). "
+               "stored: content bytes ÷ transcript JSON (/ disk blocks allocated, where much larger). "
                "load/list: fresh provider, cold cache, median ms. wire: round trips (Redis) or requests (S3) "
                "per save / for one load / for one listing. sessions: list_sessions over "
                f"{result.get('sessions', 0):,} sessions, ms (requests). A/B flat: median save at steps "
                f"{steps - 99}..{steps} ÷ at steps 1..100, the two taken in turns on one provider (noise cancels).")
     table = Table(title=title, caption=caption, show_lines=False, header_style="bold")
     for col, just in (("scenario", "left"), ("save ms median", "right"), ("save ms p99", "right"),
-                      ("step ms median", "right"), ("e2e x", "right"), ("stored MB (x json)", "right"),
+                      ("step ms median", "right"), ("e2e x (run)", "right"), ("stored MB (x json)", "right"),
                       ("load ms", "right"), ("list ms (n)", "right"), ("wire save/load/list", "right"),
                       ("sessions ms", "right"), ("A/B flat", "right"), ("targets", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
@@ -158,9 +160,15 @@ def render(result: dict[str, Any]) -> Any:
         cell_bytes = "—"
         if stored is not None:
             cell_bytes = f"{_mb(stored)} ({r['bytes_ratio']:.2f}x)" if r.get("bytes_ratio") else _mb(stored)
+            if r.get("bytes_allocated") and r["bytes_allocated"] > 1.5 * stored:
+                cell_bytes += f" / {_mb(r['bytes_allocated'])} disk"
             if r.get("bytes_extrapolated"):
                 cell_bytes = f"~{_mb(r['bytes_extrapolated'])} ({r['bytes_extrapolated_ratio']:.0f}x)*"
         e2e = "—" if r.get("overhead_ratio") is None else f"{r['overhead_ratio']:.1f}"
+        if r.get("total_median") is not None:
+            e2e += f" ({r['total_median']:.2f} s)"
+        elif isinstance(r.get("total_seconds"), float):
+            e2e += f" ({r['total_seconds']:.2f} s)"
         load = r.get("load_latest", {}).get("median")
         lst = r.get("list_checkpoints", {})
         list_cell = "—" if not lst else f"{_ms(lst['median'])} ({lst.get('count', '?')})"
