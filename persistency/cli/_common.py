@@ -78,9 +78,9 @@ def display_url(url: str | None) -> str:
 
 
 @contextmanager
-def open_provider(url: str | None) -> Iterator[PersistencyStorageProvider]:
+def open_provider(url: str | None, **options: Any) -> Iterator[PersistencyStorageProvider]:
     """The provider for ``url`` (None: ``$PERSISTENCY_URL``, then the default folder), closed after use."""
-    provider = provider_from_url(url)
+    provider = provider_from_url(url, **options)
     try:
         yield provider
     finally:

@@ -7,6 +7,7 @@ did. `copy_checkpoints` is shared with ``prune``, which rewrites a session throu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -129,6 +130,16 @@ def readable_infos(
         return infos, failed
 
 
+def _key_option(var: str | None, flag: str) -> dict[str, Any]:
+    """``encryption_key`` from the environment variable ``var`` named by ``flag``, if given."""
+    if var is None:
+        return {}
+    value = os.environ.get(var)
+    if not value:
+        raise typer.BadParameter(f"environment variable {var} is not set", param_hint=flag)
+    return {"encryption_key": value}
+
+
 def copy(
     src_url: Annotated[str, typer.Argument(metavar="SRC_URL", help="Store to copy from.", show_default=False)],
     dst_url: Annotated[str, typer.Argument(metavar="DST_URL", help="Store to copy to.", show_default=False)],
@@ -136,15 +147,28 @@ def copy(
         list[str] | None,
         typer.Option("--session", "-s", metavar="ID", help="Copy only this session (repeatable).", show_default=False),
     ] = None,
+    src_key_env: Annotated[
+        str | None,
+        typer.Option("--src-key-env", metavar="VAR", show_default=False,
+                     help="Read the source with the encryption key in environment variable VAR."),
+    ] = None,
+    dst_key_env: Annotated[
+        str | None,
+        typer.Option("--dst-key-env", metavar="VAR", show_default=False,
+                     help="Encrypt the destination with the key in environment variable VAR."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Copy sessions between any two stores (folder, memory://, s3://, redis://), with a progress bar.
 
     Idempotent: checkpoints already at the destination are skipped, so re-running finishes an
     interrupted copy. Parents are copied before children, so the destination stores deltas too.
+    Both stores use $PERSISTENCY_ENCRYPTION_KEY unless --src-key-env/--dst-key-env name another
+    variable (keys never go on the command line): that re-keys, encrypts or decrypts a store.
     """
     results: list[CopyResult] = []
-    with open_provider(src_url) as src, open_provider(dst_url) as dst:
+    with open_provider(src_url, **_key_option(src_key_env, "--src-key-env")) as src, \
+            open_provider(dst_url, **_key_option(dst_key_env, "--dst-key-env")) as dst:
         for sid in session or []:
             if not checkpoint_ids(src, sid):
                 require_session(src, sid, src_url)  # raises: no such session

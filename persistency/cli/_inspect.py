@@ -98,8 +98,9 @@ def _speakers(provider: PersistencyStorageProvider, sid: str, runs: list[RunSumm
         try:
             messages = provider.get_checkpoint(sid, run.last.checkpoint_id).messages
         except PersistencyError as exc:
-            err_console().print(Text(f"warning: {exc} (check with: persistency verify {sid})", style="yellow"))
-            continue
+            err_console().print(Text(f"warning: speakers not shown: {exc} (check with: persistency verify {sid})",
+                                     style="yellow"), soft_wrap=True)
+            break
         for info in run.checkpoints:
             if 0 < info.step <= len(messages):
                 out[info.checkpoint_id] = str(messages[info.step - 1].get("name") or "")

@@ -71,7 +71,8 @@ def verify(
 ) -> None:
     """Read every checkpoint of every session (or one) and report damaged or unreadable ones.
 
-    Exit status 1 if any checkpoint is damaged, so it can guard a backup or a deploy.
+    Exit status 1 if any checkpoint cannot be read (damaged, or a missing or wrong encryption key), so it
+    can guard a backup or a deploy.
     """
     with open_provider(url) as provider:
         if session is not None and not checkpoint_ids(provider, session):
@@ -90,13 +91,14 @@ def verify(
         emit_json({"sessions": len(sids), "checkpoints": checked, "damaged": damaged})
     else:
         if damaged:
-            table = Table("session", "checkpoint", "problem", title="damaged checkpoints", title_justify="left")
+            table = Table("session", "checkpoint", "problem", title="damaged or unreadable checkpoints",
+                          title_justify="left")
             for d in damaged:
                 table.add_row(Text(d["session_id"]), Text(d["checkpoint_id"] or "(listing)"),
                               Text(f"{d['error']}: {d['message']}"))
             out_console().print(table)
         style = "red" if damaged else "green"
         out_console().print(Text(f"checked {checked} checkpoint(s) in {len(sids)} session(s): "
-                                 f"{len(damaged)} damaged", style=style))
+                                 f"{len(damaged)} damaged or unreadable", style=style))
     if damaged:
         raise typer.Exit(1)
