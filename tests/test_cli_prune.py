@@ -128,6 +128,20 @@ def test_an_interrupted_prune_is_finished_by_the_next(tmp_path: Path) -> None:
     assert _dump(p, "conv-1") == {c.checkpoint_id: before[c.checkpoint_id] for c in kept}
 
 
+def test_a_session_deleted_before_its_restore_began_comes_back(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    p = provider_from_url(url)
+    made = populate(p)
+    before = _dump(p, "conv-1")
+    kept = made["run1"][:3] + made["run2"]
+    copy_checkpoints(p, p, "conv-1", [c.info() for c in kept], dst_session="conv-1.pruning")
+    p.delete_session("conv-1")  # died right after the delete: conv-1 is not even listed
+    r = run("prune", "--keep-last-runs", "1", "-u", url)
+    assert r.exit_code == 0, r.stderr
+    assert p.list_sessions() == ["conv-1", "conv-2"]
+    assert _dump(p, "conv-1") == {c.checkpoint_id: before[c.checkpoint_id] for c in kept}
+
+
 def test_a_prune_interrupted_while_staging_leaves_the_session_whole(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
     p = provider_from_url(url)
@@ -174,3 +188,23 @@ def test_unknown_session_and_bad_duration(tmp_path: Path) -> None:
     assert r.exit_code == 1 and r.stderr.startswith("error: no session 'nope'")
     bad = run("prune", "--older-than", "7 days", "-u", url)
     assert bad.exit_code == 2 and "not a duration" in bad.stderr
+
+
+def test_a_session_written_to_after_planning_is_not_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = str(tmp_path / "store")
+    p = provider_from_url(url)
+    old = make_chain(p, "s", 2)
+    real_plan = _prune.plan_session
+
+    def plan_then_chat_writes(*args: Any, **kwargs: Any) -> _prune.PrunePlan:
+        plan = real_plan(*args, **kwargs)
+        make_chain(p, "s", 1, start=old[-1])
+        return plan
+
+    monkeypatch.setattr(_prune, "plan_session", plan_then_chat_writes)
+    r = run("prune", "--older-than", "1d", "-u", url, "--json")
+    assert r.exit_code == 1 and "changed while pruning" in r.stderr
+    assert r.json()["sessions"][0]["action"] == "delete"
+    assert len(p.list_checkpoints("s")) == 3

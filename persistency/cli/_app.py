@@ -8,7 +8,7 @@ OS error is printed as ``error: ...`` on stderr with exit status 1, never as a t
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.text import Text
@@ -45,7 +45,7 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     err_console().print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     raise typer.Exit(1)
 

@@ -63,6 +63,7 @@ def _session_row(provider: PersistencyStorageProvider, sid: str) -> dict[str, An
         "latest_run_status": latest.status if latest else None,
         "latest_run_finished": latest.status == "finished" if latest else False,
         "_latest": latest,
+        "_last": max(i.created_at for i in infos) if infos else None,
     }
 
 
@@ -84,7 +85,7 @@ def sessions(url: UrlOption = None, as_json: JsonOption = False) -> None:
         latest: RunSummary | None = r["_latest"]
         table.add_row(
             Text(r["session_id"]), str(r["runs"]), str(r["checkpoints"]), str(r["steps"]),
-            fmt_time(latest.last_activity if latest else None) if latest else "",
+            fmt_time(r["_last"]),
             r["latest_run"] or "", _status(latest) if latest else "",
         )
     out_console().print(table)

@@ -64,6 +64,8 @@ class PrunePlan:
     keep: list[CheckpointInfo] = field(default_factory=list)
     #: kept checkpoints of dropped runs: ancestors of a kept run
     retained: list[str] = field(default_factory=list)
+    #: every checkpoint id the plan was made from: the session must still hold exactly these
+    seen: list[str] = field(default_factory=list)
     note: str = ""
 
     def as_json(self) -> dict[str, Any]:
@@ -80,7 +82,7 @@ def plan_session(session_id: str, infos: list[CheckpointInfo], cutoff: datetime 
     A run is dropped when it is older than ``cutoff`` (its last checkpoint; if given) and is not one
     of the ``keep_last`` newest runs (if given).
     """
-    plan = PrunePlan(session_id)
+    plan = PrunePlan(session_id, seen=[i.checkpoint_id for i in infos])
     runs = summarize_runs(infos)
     protected = {r.run_id for r in runs[-keep_last:]} if keep_last else set()
     dropped = [r for r in runs if r.run_id not in protected and (cutoff is None or r.last_activity < cutoff)]
@@ -135,10 +137,16 @@ def _restore(p: PersistencyStorageProvider, staging: str, sid: str) -> None:
     p.delete_session(staging)
 
 
+def _unchanged(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
+    """Refuse to go on if the session gained or lost checkpoints since it was planned (a live chat)."""
+    if [i.checkpoint_id for i in p.list_checkpoints(plan.session_id)] != plan.seen:
+        raise PersistencyError(f"session {plan.session_id!r} changed while pruning (a chat is writing to it); "
+                               "skipped")
+
+
 def _rewrite(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
     sid = plan.session_id
     staging = sid + STAGING_SUFFIX
-    before = [i.checkpoint_id for i in p.list_checkpoints(sid)]
     keep_ids = [i.checkpoint_id for i in plan.keep]
     res = copy_checkpoints(p, p, sid, plan.keep, dst_session=staging)
     if res.failed:
@@ -147,8 +155,7 @@ def _rewrite(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
         raise PersistencyError(f"cannot stage {sid}/{cid} ({msg}); nothing was deleted")
     try:
         _check_copy(p, sid, staging, keep_ids)
-        if [i.checkpoint_id for i in p.list_checkpoints(sid)] != before:
-            raise PersistencyError(f"session {sid!r} changed while pruning (a chat is writing to it); skipped")
+        _unchanged(p, plan)
     except PersistencyError:
         p.delete_session(staging)
         raise
@@ -158,6 +165,7 @@ def _rewrite(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
 
 def _apply(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
     if plan.action == "delete":
+        _unchanged(p, plan)
         p.delete_session(plan.session_id)
     elif plan.action == "rewrite":
         _rewrite(p, plan)
@@ -197,7 +205,11 @@ def prune(
     plans: list[PrunePlan] = []
     with open_provider(url) as p:
         all_sids = p.list_sessions()
-        sids = list(session) if session else [s for s in all_sids if not s.endswith(STAGING_SUFFIX)]
+        if session:
+            sids = list(session)
+        else:  # every session, and the target of a staging copy whose session is gone
+            targets = {s[: -len(STAGING_SUFFIX)] for s in all_sids if s.endswith(STAGING_SUFFIX)}
+            sids = sorted({s for s in all_sids if not s.endswith(STAGING_SUFFIX)} | (targets - {""}))
         for sid in sids:
             if sid + STAGING_SUFFIX in all_sids:
                 plans.append(PrunePlan(sid, action="recover", note="finishing an interrupted prune"))
