@@ -50,7 +50,7 @@ import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -87,6 +87,9 @@ from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
 from persistency.registry import redact_url
+
+if TYPE_CHECKING:
+    from persistency.encryption import PayloadCipher
 
 __all__ = ["RedisStorageProvider"]
 
@@ -183,6 +186,9 @@ _REDIS_QUERY_EXTRA = frozenset({"username", "password", "client_name", "ssl_cert
                                 "ssl_certfile", "ssl_keyfile", "ssl_ca_path", "ssl_password"})
 
 
+_SECRET_QUERY = frozenset({"password", "encryption_key", "ssl_password"})
+
+
 def _safe_url(url: str) -> str:
     """The URL with any password removed, from the user part and from the query."""
     shown = redact_url(url)
@@ -192,7 +198,7 @@ def _safe_url(url: str) -> str:
         return "<unparseable URL>"
     if not parts.query:
         return shown
-    query = [(k, "****" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    query = [(k, "****" if k in _SECRET_QUERY else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     return urlunsplit(parts._replace(query=urlencode(query, safe="*:/")))
 
 
@@ -229,6 +235,10 @@ def _parse_config(url: str, options: dict[str, Any]) -> _Config:
             settings[name] = parser(raw) if raw is not None else None
         except (TypeError, ValueError) as exc:
             raise ProviderConfigError(f"Redis option {name}={raw!r} in {shown!r}: {exc}") from exc
+    if any(k == "encryption_key" for k, _ in query):
+        raise ProviderConfigError(
+            f"{shown!r}: never put encryption_key in a URL; pass it as a keyword or set PERSISTENCY_ENCRYPTION_KEY"
+        )
     unknown = sorted({k for k, _ in query} - set(_OPTIONS) - set(URL_QUERY_ARGUMENT_PARSERS) - _REDIS_QUERY_EXTRA)
     if unknown:
         raise ProviderConfigError(
@@ -458,6 +468,8 @@ class RedisStorageProvider(PersistencyStorageProvider):
             base), retries)`` for connection errors and timeouts.
         cache_size: how many parent lineages to keep, so that a save needs no read.
         compression: ``zlib`` (default) compresses payloads over 256 bytes; ``none`` stores plain JSON.
+        encryption_key: seal payloads with AES-256-GCM (`persistency.encryption`); listing works
+            without it. Keyword (or ``PERSISTENCY_ENCRYPTION_KEY``) only, never in the URL.
         **redis_options: passed to the redis-py client (``password``, ``socket_timeout``,
             ``ssl_ca_certs``, ...). Timeouts default to 5 s to connect and 10 s per command.
 
@@ -467,8 +479,13 @@ class RedisStorageProvider(PersistencyStorageProvider):
 
     schemes = ("redis", "rediss", "unix")
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(self, url: str, *, encryption_key: str | bytes | None = None, **options: Any) -> None:
         config = _parse_config(url, options)
+        self._cipher: PayloadCipher | None = None
+        if encryption_key is not None:
+            from persistency.encryption import PayloadCipher
+
+            self._cipher = PayloadCipher(encryption_key)
         self.url = config.display_url
         self.key_prefix: str = config.settings["key_prefix"]
         self.ttl: float | None = config.settings["ttl"]
@@ -697,7 +714,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
             if info is None or payload is None:
                 part = "info" if info is None else "payload"
                 raise CorruptCheckpointError(f"{where}: the record's {part} is missing")
-            rec = decode_record(info + b"\n" + self._unpack_payload(payload, where), where)
+            rec = decode_record(info + b"\n" + self._unpack_payload(payload, where), where, self._cipher)
             if rec.info.get("checkpoint_id") != cid or rec.info.get("session_id") != sid:
                 raise CorruptCheckpointError(
                     f"{where}: holds checkpoint {rec.info.get('checkpoint_id')!r} of session "
@@ -814,9 +831,9 @@ class RedisStorageProvider(PersistencyStorageProvider):
             parent, sig = (None, "")
             if pid is not None:
                 parent, sig = yield from self._lineage_plan(sid, keys, pid, cid, cached=attempt == 0)
-            data, lineage = encode_record(checkpoint, parent)
+            data, lineage = encode_record(checkpoint, parent, self._cipher)
             info_line, _, rest = data.partition(b"\n")
-            base = decode_record(data, f"checkpoint {cid!r} being saved").base
+            base = decode_record(data, f"checkpoint {cid!r} being saved", self._cipher).base
             payload = self._pack_payload(nonce, base, rest.rstrip(b"\n"))
             if self._cluster and pid is None:
                 # The index entry goes first, so a crash after the record cannot leave it unlisted.

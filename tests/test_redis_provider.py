@@ -27,10 +27,12 @@ import redis.connection
 from redis.crc import key_slot
 
 from persistency import provider_from_url
+from persistency.encryption import generate_key
 from persistency.errors import (
     CheckpointConflictError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    EncryptionError,
     PersistencyError,
     ProviderConfigError,
     StorageUnavailableError,
@@ -38,7 +40,7 @@ from persistency.errors import (
 from persistency.ids import checkpoint_id_for
 from persistency.models import Checkpoint
 from persistency.provider import PersistencyStorageProvider
-from persistency.testing import make_chain, make_checkpoint
+from persistency.testing import ProviderConformance, make_chain, make_checkpoint
 from providers.redis import RedisStorageProvider
 from tests.servers.redis_server import free_port
 
@@ -716,3 +718,36 @@ def test_rediss_urls_build_a_tls_client_without_io() -> None:
     assert p.ttl == 60 and p.key_prefix == "tls"
     assert SECRET not in repr(p)
     p.close()
+
+
+# -- encryption at rest ------------------------------------------------------------------------------------
+class TestEncryptedConformance(ProviderConformance):
+    """The whole contract holds on Redis and Redis Cluster with payloads sealed."""
+
+    @pytest.fixture
+    def provider(self, url: str) -> Iterator[PersistencyStorageProvider]:
+        with provider_from_url(url, encryption_key=generate_key()) as p:
+            yield p
+
+
+def test_sealed_payloads_on_redis_listing_without_the_key(url: str, admin: Any) -> None:
+    key = generate_key()
+    with provider_from_url(url, encryption_key=key, compression="none") as p:
+        chain = make_chain(p, "enc", 3)
+    stored = b"".join(v for v in admin.hgetall(f"{prefix_of(url)}:{{enc}}:payload").values())
+    assert b"message 1" not in stored and b"You are alice" not in stored
+    with provider_from_url(url) as plain:
+        assert [i.step for i in plain.list_checkpoints("enc")] == [1, 2, 3]
+        with pytest.raises(EncryptionError, match="encryption_key"):
+            plain.get_latest_checkpoint("enc")
+    with provider_from_url(url, encryption_key=generate_key()) as wrong, pytest.raises(EncryptionError):
+        wrong.get_checkpoint("enc", chain[-1].checkpoint_id)
+    with provider_from_url(url, encryption_key=key) as again:
+        assert again.get_checkpoint("enc", chain[-1].checkpoint_id).messages == chain[-1].messages
+
+
+def test_an_encryption_key_in_the_url_is_refused_and_not_echoed() -> None:
+    key = generate_key()
+    with pytest.raises(ProviderConfigError) as info:
+        provider_from_url(f"redis://127.0.0.1:6379/0?encryption_key={key}")
+    assert key not in str(info.value)
