@@ -266,3 +266,23 @@ def test_console_script_runs_as_a_subprocess(store: str, provider: PersistencySt
     assert {r["session_id"] for r in json.loads(ok.stdout)} == {"conv-1", "conv-2"}
     bad = subprocess.run([str(script), "show", "missing"], capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_a_damaged_session_is_listed_as_unreadable_not_fatal(store: str, provider: PersistencyStorageProvider) -> None:
+    made = populate(provider)
+    _record(store, "conv-2", made["other"][0].checkpoint_id).write_bytes(b"garbage")
+    r = run("sessions", "-u", store)
+    assert r.exit_code == 0 and "unreadable" in r.stdout and "conv-1" in r.stdout
+    rows = {row["session_id"]: row for row in run("sessions", "-u", store, "--json").json()}
+    assert "error" in rows["conv-2"] and rows["conv-1"]["runs"] == 2
+
+
+def test_show_without_the_encryption_key_still_lists(tmp_path: Path) -> None:
+    from persistency.encryption import generate_key
+
+    url = str(tmp_path / "enc")
+    populate(provider_from_url(url, encryption_key=generate_key()))
+    r = run("show", "conv-1", "-u", url)
+    assert r.exit_code == 0 and "000002-0000006" in r.stdout
+    assert r.stderr.count("warning: speakers not shown") == 1
+    assert_one_line_error(run("show", "conv-1", "latest", "-u", url), "encrypt")
