@@ -122,6 +122,20 @@ def chat_secrets(manager: GroupChatManager, agents: Iterable[Agent]) -> frozense
     return secret_values(*configs)
 
 
+def _as_sent(message: dict[str, Any]) -> dict[str, Any]:
+    """The message as its speaker sent it, before ``GroupChat.append`` changed it.
+
+    ``append`` names the speaker and turns a ``None`` content into ``"None"`` (``str(None)``); a
+    tool or function call keeps neither in the speaker's own history (AG2 adds no name to a call).
+    """
+    if not (message.get("tool_calls") or message.get("function_call")):
+        return message
+    sent = {k: v for k, v in message.items() if k != "name"}
+    if sent.get("content") == "None":
+        sent["content"] = None
+    return sent
+
+
 def _replay(
     message: dict[str, Any],
     speaker: Agent | None,
@@ -132,7 +146,7 @@ def _replay(
 ) -> None:
     """Put one transcript message into the histories the way the group chat loop did."""
     if isinstance(speaker, ConversableAgent) and speaker is not manager:
-        speaker._append_oai_message(message, manager, role="assistant", name=speaker.name)
+        speaker._append_oai_message(_as_sent(message), manager, role="assistant", name=speaker.name)
         manager._append_oai_message(message, speaker, role="user", name=speaker.name)
     if broadcast:
         for agent in recipients:

@@ -17,7 +17,17 @@ from typing import Any
 
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
-__all__ = ["Chat", "Crash", "Faults", "build_chat", "digest", "histories", "on_run_end", "scripted_reply"]
+__all__ = [
+    "Chat",
+    "Crash",
+    "Faults",
+    "build_chat",
+    "build_tool_chat",
+    "digest",
+    "histories",
+    "on_run_end",
+    "scripted_reply",
+]
 
 
 class Crash(RuntimeError):
@@ -108,6 +118,57 @@ def build_chat(
     gc = GroupChat(agents=members, messages=[], max_round=max_round, speaker_selection_method=speaker_selection_method)
     manager = GroupChatManager(gc, name="manager", llm_config=manager_llm_config, **manager_kwargs)
     return Chat(user, agents, gc, manager)
+
+
+def build_tool_chat(*, max_round: int = 9, faults: Faults | None = None) -> Chat:
+    """A round robin of ``user`` (talks), ``caller`` (makes a tool call) and ``runner`` (answers it).
+
+    Tool calls are where AG2's own resume breaks (autogen #3408): the transcript and the speaker's
+    own history hold a call differently, and both must come back exactly.
+    """
+    user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
+    caller = ConversableAgent("caller", llm_config=False, human_input_mode="NEVER")
+    runner = ConversableAgent(
+        "runner", llm_config=False, human_input_mode="NEVER", function_map={"add": lambda a, b: a + b}
+    )
+
+    def check(messages: list[dict[str, Any]] | None) -> int:
+        n = len(messages or [])
+        if faults is not None:
+            faults.check(n + 1)
+        return n
+
+    def talk(recipient: ConversableAgent, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
+        n = check(messages)
+        return True, f"user {n + 1} saw {digest(messages)}"
+
+    def call(recipient: ConversableAgent, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
+        n = check(messages)
+        arguments = json.dumps({"a": n, "b": len(digest(messages))})
+        return True, {
+            "content": None,
+            "tool_calls": [
+                {"id": f"call_{n}", "type": "function", "function": {"name": "add", "arguments": arguments}}
+            ],
+        }
+
+    def answer(recipient: ConversableAgent, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
+        n = check(messages)
+        call_id = messages[-1]["tool_calls"][0]["id"]
+        text = f"result {n + 1} saw {digest(messages)}"
+        return True, {
+            "role": "tool",
+            "content": text,
+            "tool_responses": [{"tool_call_id": call_id, "role": "tool", "content": text}],
+        }
+
+    for agent, fn in ((user, talk), (caller, call), (runner, answer)):
+        agent.register_reply([Agent, None], fn, position=0)
+    gc = GroupChat(
+        agents=[user, caller, runner], messages=[], max_round=max_round, speaker_selection_method="round_robin"
+    )
+    manager = GroupChatManager(gc, name="manager", llm_config=False, silent=True)
+    return Chat(user, [caller, runner], gc, manager)
 
 
 def histories(chat: Chat) -> dict[str, dict[str, list[dict[str, Any]]]]:
