@@ -155,34 +155,40 @@ def measure_storage(backend: Backend, url: str, steps: int, *, load_repeats: int
         out["bytes_allocated"] = backend.allocated(url)
 
     loads: list[float] = []
+    load_cpu: list[float] = []  # this thread's CPU time: what the load costs without waiting for a core
     loaded: Checkpoint | None = None
     for i in range(load_repeats):
         with _fresh(backend, url, options) as p:
             with _count(backend) if i == 0 else contextlib.nullcontext():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.thread_time()
                 loaded = p.get_latest_checkpoint(session_id)
                 loads.append(time.perf_counter() - t)
+                load_cpu.append(time.thread_time() - c)
             if i == 0:
                 out["wire_load"] = _wire(backend)
     out["load_latest"] = {"median": statistics.median(loads), "samples": loads,
+                          "cpu_median": statistics.median(load_cpu), "cpu_samples": load_cpu,
                           "checkpoint_id": loaded.checkpoint_id if loaded else None,
                           "messages": len(loaded.messages) if loaded else 0}
 
     lists: list[float] = []
+    list_cpu: list[float] = []
     count = 0
     for i in range(max(1, load_repeats // 2 + 1)):
         with _fresh(backend, url, options) as p:
             spy = _ReadSpy(p)
             with _count(backend) if i == 0 else contextlib.nullcontext():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.thread_time()
                 count = len(p.list_checkpoints(session_id))
                 lists.append(time.perf_counter() - t)
+                list_cpu.append(time.thread_time() - c)
             if i == 0:
                 out["wire_list"] = _wire(backend)
                 seen = out["wire_list"]["payload_seen"] if out["wire_list"] else False
                 out["list_reads_payloads"] = bool(seen or (spy.supported and spy.calls > 0))
                 out["list_whole_record_reads"] = spy.calls if spy.supported else None
-    out["list_checkpoints"] = {"median": statistics.median(lists), "samples": lists, "count": count}
+    out["list_checkpoints"] = {"median": statistics.median(lists), "samples": lists, "count": count,
+                               "cpu_median": statistics.median(list_cpu)}
     return out
 
 

@@ -146,7 +146,7 @@ def render(result: dict[str, Any]) -> Any:
     table = Table(title=title, caption=caption, show_lines=False, header_style="bold")
     for col, just in (("scenario", "left"), ("save ms median", "right"), ("save ms p99", "right"),
                       ("step ms median", "right"), ("e2e x (run)", "right"), ("stored MB (x json)", "right"),
-                      ("load ms", "right"), ("list ms (n)", "right"), ("wire save/load/list", "right"),
+                      ("load ms (cpu)", "right"), ("list ms (n)", "right"), ("wire save/load/list", "right"),
                       ("sessions ms", "right"), ("A/B flat", "right"), ("targets", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     targets = result.get("targets", {})
@@ -170,6 +170,7 @@ def render(result: dict[str, Any]) -> Any:
         elif isinstance(r.get("total_seconds"), float):
             e2e += f" ({r['total_seconds']:.2f} s)"
         load = r.get("load_latest", {}).get("median")
+        load_cpu = r.get("load_latest", {}).get("cpu_median")
         lst = r.get("list_checkpoints", {})
         list_cell = "—" if not lst else f"{_ms(lst['median'])} ({lst.get('count', '?')})"
         if r.get("list_reads_payloads"):
@@ -190,7 +191,7 @@ def render(result: dict[str, Any]) -> Any:
             _win(r.get("step_interval"), "median"),
             e2e,
             cell_bytes,
-            _ms(load),
+            _ms(load) + ("" if load_cpu is None else f" ({_ms(load_cpu)})"),
             list_cell,
             _wire_cell(r),
             s_cell,
