@@ -139,7 +139,8 @@ def render(result: dict[str, Any]) -> Any:
                "e2e: chat wall time ÷ the same chat without persistence "
                "(LangGraph: ÷ its graph without a checkpointer). "
                "stored: content bytes ÷ transcript JSON (/ disk blocks allocated, where much larger). "
-               "load/list: fresh provider, cold cache, median ms. wire: round trips (Redis) or requests (S3) "
+               "load/list: fresh provider, cold cache, median ms (cpu: this thread's CPU time, i.e. without "
+               "waiting for a core; Redis/S3 work runs in their servers). wire: round trips (Redis) or requests (S3) "
                "per save / for one load / for one listing. sessions: list_sessions over "
                f"{result.get('sessions', 0):,} sessions, ms (requests). A/B flat: median save at steps "
                f"{steps - 99}..{steps} ÷ at steps 1..100, the two taken in turns on one provider (noise cancels).")
