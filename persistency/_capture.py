@@ -142,10 +142,15 @@ def _replay(
     manager: GroupChatManager,
     recipients: Sequence[Agent],
     *,
+    send: bool = True,
     broadcast: bool = True,
 ) -> None:
-    """Put one transcript message into the histories the way the group chat loop did."""
-    if isinstance(speaker, ConversableAgent) and speaker is not manager:
+    """Put one transcript message into the histories the way the group chat loop did.
+
+    ``send``: the speaker's send to the manager (before the loop appended it); ``broadcast``: the
+    manager's copies to everyone else (after the append).
+    """
+    if send and isinstance(speaker, ConversableAgent) and speaker is not manager:
         speaker._append_oai_message(_as_sent(message), manager, role="assistant", name=speaker.name)
         manager._append_oai_message(message, speaker, role="user", name=speaker.name)
     if broadcast:
@@ -153,6 +158,15 @@ def _replay(
             if agent is not speaker and isinstance(agent, ConversableAgent):
                 manager._append_oai_message(message, agent, role="assistant", name=manager.name)
                 agent._append_oai_message(message, manager, role="user", name=manager.name)
+
+
+def _introduce(manager: GroupChatManager, groupchat: GroupChat) -> None:
+    """The introductions the loop sends every participant when a run starts (``send_introductions``)."""
+    intro = groupchat.introductions_msg()
+    for agent in groupchat.agents:
+        if isinstance(agent, ConversableAgent):
+            manager._append_oai_message(intro, agent, role="assistant", name=manager.name)
+            agent._append_oai_message(intro, manager, role="user", name=manager.name)
 
 
 def restore_histories(
@@ -163,6 +177,7 @@ def restore_histories(
     *,
     pending: dict[str, Any] | None = None,
     keep_opening_from: Agent | None = None,
+    intro_step: int | None = None,
 ) -> dict[str, Any] | None:
     """Reset the transcript and every agent's conversation with the manager to ``history``.
 
@@ -187,9 +202,14 @@ def restore_histories(
             agent._oai_messages[manager] = []
             manager._oai_messages[agent] = []
     groupchat.messages[:] = []
-    for message in history:
+    for i, message in enumerate(history):
         speaker = agents_by_name.get(str(message.get("name")))
-        _replay(message, speaker, manager, participants)
+        if i == intro_step:
+            _replay(message, speaker, manager, participants, broadcast=False)
+            _introduce(manager, groupchat)
+            _replay(message, speaker, manager, participants, send=False)
+        else:
+            _replay(message, speaker, manager, participants)
     groupchat.messages.extend(history)
     if opening_pair is not None and isinstance(keep_opening_from, ConversableAgent):
         keep_opening_from._oai_messages[manager].append(opening_pair[0])
@@ -200,5 +220,8 @@ def restore_histories(
         if speaker is None or speaker is manager:
             return dict(pending)
         _replay(pending, speaker, manager, participants, broadcast=False)
-        return manager._oai_messages[speaker][-1]  # type: ignore[no-any-return]
+        start = manager._oai_messages[speaker][-1]
+        if intro_step == len(history):
+            _introduce(manager, groupchat)
+        return start  # type: ignore[no-any-return]
     return None

@@ -103,6 +103,7 @@ def build_chat(
     user_in_group: bool = True,
     llm_config: Any = False,
     manager_llm_config: Any = False,
+    send_introductions: bool = False,
     **manager_kwargs: Any,
 ) -> Chat:
     """Three agents (``user`` + ``names``) in round robin; every reply scripted and deterministic."""
@@ -115,7 +116,13 @@ def build_chat(
     for agent in [user, *agents]:
         agent.register_reply([Agent, None], reply, position=0)
     members: list[Agent] = [user, *agents] if user_in_group else list(agents)
-    gc = GroupChat(agents=members, messages=[], max_round=max_round, speaker_selection_method=speaker_selection_method)
+    gc = GroupChat(
+        agents=members,
+        messages=[],
+        max_round=max_round,
+        speaker_selection_method=speaker_selection_method,
+        send_introductions=send_introductions,
+    )
     manager = GroupChatManager(gc, name="manager", llm_config=manager_llm_config, **manager_kwargs)
     return Chat(user, agents, gc, manager)
 

@@ -196,3 +196,22 @@ def test_resume_after_sigkill_of_a_real_subprocess(storage_url: str, backend: st
     latest = provider.get_latest_checkpoint("s")
     assert latest is not None and latest.step == k and latest.kind == "step"
     resume_and_check(provider, "s", "max_rounds", is_async)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_introductions_are_restored_where_the_run_sent_them(is_async: bool) -> None:
+    provider = provider_from_url(f"memory://intro-{uuid.uuid4().hex}")
+    ref = build_chat(send_introductions=True)
+    Persistency(provider, "ref").attach(ref.manager)
+    start(ref, is_async=is_async)
+    assert histories(ref)["alice"]["manager"][0]["content"].startswith("Hello everyone")
+    for k in (1, 2, 5):
+        chat = build_chat(send_introductions=True, faults=Faults(raise_at=k + 2))  # agents also saw the intro
+        Persistency(provider, f"s{k}").attach(chat.manager)
+        with pytest.raises(Crash):
+            start(chat, is_async=is_async)
+        resumed = build_chat(send_introductions=True)
+        Persistency(provider, f"s{k}").attach(resumed.manager)
+        start(resumed, is_async=is_async)
+        assert resumed.transcript() == ref.transcript(), k
+        assert histories(resumed) == histories(ref), k

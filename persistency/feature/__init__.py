@@ -276,7 +276,8 @@ class Persistency:
                     f"cannot continue: the last saved message is from {plan.pending.get('name')!r}, "
                     f"which is not an agent of this group chat ({', '.join(agents)})"
                 )
-            start = restore_histories(manager, registered, agents, plan.history, pending=plan.pending)
+            intro = plan.opening_step if registered.send_introductions else None
+            start = restore_histories(manager, registered, agents, plan.history, pending=plan.pending, intro_step=intro)
             assert start is not None
             loop_messages, loop_sender = [start], speaker
         else:
