@@ -56,8 +56,14 @@ def _wire(backend: Backend) -> dict[str, Any] | None:
     return backend.counter.snapshot() if backend.counter is not None else None
 
 
-def scenario_from_times(name: str, runs: list[RunTimes], baseline_total: float, steps: int) -> dict[str, Any]:
-    """The timing part of a scenario's result, pooled over its repeated runs."""
+def scenario_from_times(name: str, runs: list[RunTimes], baseline_total: float, steps: int,
+                        paired_baselines: list[float] | None = None) -> dict[str, Any]:
+    """The timing part of a scenario's result, pooled over its repeated runs.
+
+    With ``paired_baselines`` (a run without persistence taken right before each run), the
+    overhead is the median of the per-pair ratios, so a machine that slows down between scenarios
+    does not skew it; else it is the median total over ``baseline_total``.
+    """
     saves: list[float] = []
     intervals: list[float] = []
     first_saves: list[float] = []
@@ -83,7 +89,12 @@ def scenario_from_times(name: str, runs: list[RunTimes], baseline_total: float, 
         "total_seconds": totals,
         "total_median": statistics.median(totals),
         "baseline_seconds": baseline_total,
-        "overhead_ratio": statistics.median(totals) / baseline_total if baseline_total else None,
+        "overhead_ratio": (
+            statistics.median(t / b for t, b in zip(totals, paired_baselines, strict=True))
+            if paired_baselines
+            else (statistics.median(totals) / baseline_total if baseline_total else None)
+        ),
+        "paired_baseline_seconds": paired_baselines,
         "save_samples_first_run": runs[0].saves,
         "step_interval_samples_first_run": runs[0].step_intervals,
     }
@@ -113,7 +124,10 @@ def measure_scenario(
     urls: list[str] = []
     wire_run: dict[str, Any] | None = None
     extra: dict[str, Any] = {}
+    paired: list[float] = []
     for i in range(repeats):
+        if driver == "ag2":
+            paired.append(run_chat(steps).total)  # the same chat without persistence, just before
         url = backend.fresh_url(f"{name}-{i}")
         urls.append(url)
         provider = backend.make(url, **options)
@@ -128,7 +142,7 @@ def measure_scenario(
                 extra = backend.after_run(provider)
         finally:
             provider.close()
-    result = scenario_from_times(name, runs, baseline_total, steps)
+    result = scenario_from_times(name, runs, baseline_total, steps, paired or None)
     result.update(extra)
     result["driver"] = driver
     result["durability"] = durability

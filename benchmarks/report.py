@@ -136,7 +136,7 @@ def render(result: dict[str, Any]) -> Any:
              f"(driver: {result['driver']})")
     caption = (f"{m['nproc']} cores · {m['cpu']} · {m['memory']} · Python {m['python']} · {m['disk']}\n"
                "save/step: median (and p99) ms over the first → last 100 steps (ratio of medians). "
-               "e2e: chat wall time ÷ the same chat without persistence "
+               "e2e: chat wall time ÷ the same chat without persistence run just before it (median of the pairs) "
                "(LangGraph: ÷ its graph without a checkpointer). "
                "stored: content bytes ÷ transcript JSON (/ disk blocks allocated, where much larger). "
                "load/list: fresh provider, cold cache, median ms (cpu: this thread's CPU time, i.e. without "
