@@ -272,3 +272,18 @@ def test_two_workers_race_exactly_one_continues(tmp_path: Path) -> None:
     assert [i.checkpoint_id for i in infos if i.kind == "run_end"] == ["000001-0000003-end1", "000001-0000009-end1"]
     for info in infos:  # no history interleaves: every stored checkpoint is a prefix of the one transcript
         assert provider.get_checkpoint("s", info.checkpoint_id).messages == transcript[: info.step]
+
+
+def test_a_system_message_changed_during_the_run_is_captured(store: PersistencyStorageProvider) -> None:
+    class Update(Faults):
+        def check(self, step: int) -> None:
+            if step == 4:
+                chat.agents[0].update_system_message("You are alice, now in phase two.")
+            super().check(step)
+
+    chat = build_chat(max_round=6, faults=Update())
+    Persistency(store, "s").attach(chat.manager)
+    run(chat, is_async=False)
+    before = store.get_checkpoint("s", "000001-0000003").agent_states["alice"]["system_message"]
+    after = store.get_checkpoint("s", "000001-0000005").agent_states["alice"]["system_message"]
+    assert before == "You are alice." and after == "You are alice, now in phase two."

@@ -34,6 +34,11 @@ log = logging.getLogger("persistency")
 _END_RETRIES = 5
 
 
+def _volatile(agent: Agent) -> tuple[Any, Any]:
+    """The parts of an agent's state that AG2 hooks may change between steps."""
+    return getattr(agent, "system_message", None), getattr(agent, "description", None)
+
+
 class Run:
     """The state of one run: its plan, its writer, and the wrapped group chat the loop runs on."""
 
@@ -63,6 +68,8 @@ class Run:
         participants = {a.name for a in registered.agents}
         everyone = list(registered.agents) + ([initiator] if initiator.name not in participants else [])
         self.agent_states = {a.name: agent_state(a, participant=a.name in participants) for a in everyone}
+        # What may change during a run (hooks that update system messages): checked per step by identity.
+        self._watched = [(a, a.name in participants, _volatile(a)) for a in everyone]
         self.manager_base = manager_base_state(manager, registered)
         self.manager_base.update(
             {
@@ -132,6 +139,18 @@ class Run:
             manager_state=state,
         )
 
+    def _refresh_agent_states(self) -> None:
+        """Recapture an agent whose system message or description changed (O(agents), not O(transcript))."""
+        for i, (agent, participant, seen) in enumerate(self._watched):
+            now = _volatile(agent)
+            if now[0] is seen[0] and now[1] is seen[1]:
+                continue
+            self._watched[i] = (agent, participant, now)
+            if now != seen:
+                states = dict(self.agent_states)  # never mutate a state an earlier checkpoint holds
+                states[agent.name] = agent_state(agent, participant=participant)
+                self.agent_states = states
+
     def on_append(self, speaker: Agent) -> None:
         """The after-step hook: one message was appended to the transcript."""
         self.loop_appends += 1
@@ -142,6 +161,7 @@ class Run:
         mode = self.feature.durability
         if mode == "exit":
             return
+        self._refresh_agent_states()
         cp = self.checkpoint()
         if self.background is not None:
             self.background.submit(cp, block=not self.is_async)
