@@ -287,3 +287,18 @@ def test_a_system_message_changed_during_the_run_is_captured(store: PersistencyS
     before = store.get_checkpoint("s", "000001-0000003").agent_states["alice"]["system_message"]
     after = store.get_checkpoint("s", "000001-0000005").agent_states["alice"]["system_message"]
     assert before == "You are alice." and after == "You are alice, now in phase two."
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_lost_race_writes_nothing_more(store: PersistencyStorageProvider, durability: str, is_async: bool) -> None:
+    def rival(cp: Checkpoint) -> None:  # another worker stores step 4 first
+        if cp.checkpoint_id == "000001-0000004":
+            raise CheckpointConflictError("checkpoint '000001-0000004' already exists")
+
+    chat = build_chat()
+    Persistency(Wrapped(store, before_save=rival), "s", durability=durability).attach(chat.manager)  # type: ignore[arg-type]
+    with pytest.raises(CheckpointConflictError):
+        run(chat, is_async=is_async)
+    ids = [i.checkpoint_id for i in store.list_checkpoints("s")]
+    assert not any("-end" in i for i in ids), ids  # no run_end: the run belongs to the winner

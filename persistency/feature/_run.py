@@ -232,6 +232,9 @@ class Run:
         """Store the run_end (sync chats). With ``exc`` set, storage errors are logged, not raised."""
         try:
             self.drain()
+        except CheckpointConflictError:
+            self.abandon()
+            raise
         except PersistencyError as werr:
             if exc is None:
                 exc = werr
@@ -261,6 +264,9 @@ class Run:
         """Store the run_end (async chats), through the provider's async twin."""
         try:
             await self.adrain()
+        except CheckpointConflictError:
+            self.abandon()
+            raise
         except PersistencyError as werr:
             if exc is None:
                 await self._afinish_write("error", werr, detail, raise_errors=False)
