@@ -302,3 +302,57 @@ def test_a_lost_race_writes_nothing_more(store: PersistencyStorageProvider, dura
         run(chat, is_async=is_async)
     ids = [i.checkpoint_id for i in store.list_checkpoints("s")]
     assert not any("-end" in i for i in ids), ids  # no run_end: the run belongs to the winner
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_two_workers_resuming_a_dead_run_the_loser_stops_before_any_model_call(tmp_path: Path, is_async: bool) -> None:
+    import os
+    import signal
+
+    url = str(tmp_path / "store")
+    pid = os.fork()
+    if pid == 0:  # a worker that dies after step 3
+        try:
+            chat = build_chat(faults=Faults(kill_at=4))
+            Persistency(provider_from_url(url), "s").attach(chat.manager)
+            run(chat, is_async=False)
+        finally:
+            os._exit(3)
+    assert os.waitpid(pid, 0)[1] & 0x7F == signal.SIGKILL
+
+    barrier = threading.Barrier(2, timeout=30)
+
+    class Synchronized(Wrapped):  # both workers have read the session before either writes
+        def get_latest_checkpoint(self, session_id: str) -> Checkpoint | None:
+            latest = self.inner.get_latest_checkpoint(session_id)
+            barrier.wait()
+            return latest
+
+    faults = [Faults(), Faults()]
+    chats = [build_chat(faults=f) for f in faults]
+    outcomes: list[Any] = [None, None]
+
+    def worker(i: int) -> None:
+        Persistency(Synchronized(provider_from_url(url)), "s").attach(chats[i].manager)
+        try:
+            run(chats[i], is_async=is_async)
+            outcomes[i] = "done"
+        except CheckpointConflictError as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    loser = next(i for i, o in enumerate(outcomes) if isinstance(o, CheckpointConflictError))
+    winner = 1 - loser
+    assert outcomes[winner] == "done"
+    assert faults[loser].calls == []  # stopped before any agent (model) was asked for a reply
+    assert faults[winner].calls == list(range(4, 10))
+    provider = provider_from_url(url)
+    claim = provider.get_checkpoint("s", "000001-0000003-end1")
+    assert claim.end_reason == "cancelled" and "stopped without ending" in claim.manager_state["end_detail"]
+    latest = provider.get_latest_checkpoint("s")
+    assert latest is not None and latest.run_complete and latest.messages == reference()[0]

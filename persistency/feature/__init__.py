@@ -302,8 +302,8 @@ class Persistency:
         incoming = Incoming(messages[-1], sender.name)
         latest, target = self._load(policy)
         plan = self._plan(policy, incoming, registered, latest, target)
-        if plan.supersede is not None:
-            RunWriter(self.provider, plan.supersede.parent_id, "raise").save(plan.supersede)
+        if plan.closing is not None:
+            RunWriter(self.provider, plan.closing.parent_id, "raise").save(plan.closing)
         run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=False)
         self._active = run
         try:
@@ -326,8 +326,8 @@ class Persistency:
         incoming = Incoming(messages[-1], sender.name)
         latest, target = await self._aload(policy)
         plan = self._plan(policy, incoming, registered, latest, target)
-        if plan.supersede is not None:
-            await RunWriter(self.provider, plan.supersede.parent_id, "raise").asave(plan.supersede)
+        if plan.closing is not None:
+            await RunWriter(self.provider, plan.closing.parent_id, "raise").asave(plan.closing)
         run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=True)
         self._active = run
         try:

@@ -16,7 +16,7 @@ from persistency.ids import checkpoint_id_for, parse_checkpoint_id
 from persistency.models import Checkpoint, CheckpointInfo, utcnow
 from persistency.policies import ResumePolicy
 
-__all__ = ["Incoming", "RunPlan", "needs", "plan_run", "same_opening"]
+__all__ = ["Incoming", "RunPlan", "closing_end", "needs", "plan_run", "same_opening"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,11 @@ class RunPlan:
     opening_step: int
     """Index in the transcript of the run's opening message."""
     source: Checkpoint | None = None
-    supersede: Checkpoint | None = None
-    """A run_end ("superseded") to store first, closing the latest run."""
+    closing: Checkpoint | None = None
+    """A run_end to store before the run starts: it closes the latest run as "superseded", or, when
+    a run whose process died is continued, records that attempt as "cancelled". Being create-only,
+    it is also this worker's claim: a second worker starting the same way at the same time fails
+    with `CheckpointConflictError` before any model call."""
     end_seqs: dict[int, int] = field(default_factory=dict)
     """Run-end sequence numbers this run already used, by step."""
 
@@ -139,9 +142,10 @@ def _new(
     return RunPlan(run_seq, "new", history, None, parent, n, budget, n, source)
 
 
-def superseded_end(cp: Checkpoint) -> Checkpoint:
-    """A run_end closing ``cp``'s run as "superseded", at its step, right after ``cp``."""
+def closing_end(cp: Checkpoint, reason: Literal["superseded", "cancelled"], detail: str | None = None) -> Checkpoint:
+    """A run_end closing ``cp``'s run (or attempt) at its step, right after ``cp``."""
     seq, step, end = parse_checkpoint_id(cp.checkpoint_id) or (0, cp.step, 0)
+    state = cp.manager_state if detail is None else {**cp.manager_state, "end_detail": detail}
     return Checkpoint.model_construct(
         schema_version=cp.schema_version,
         checkpoint_id=checkpoint_id_for(seq, step, end + 1),
@@ -150,14 +154,17 @@ def superseded_end(cp: Checkpoint) -> Checkpoint:
         parent_id=cp.checkpoint_id,
         step=cp.step,
         kind="run_end",
-        end_reason="superseded",
+        end_reason=reason,
         error=None,
         created_at=utcnow(),
         metadata=cp.metadata,
         messages=cp.messages,
         agent_states=cp.agent_states,
-        manager_state=cp.manager_state,
+        manager_state=state,
     )
+
+
+_DIED = "the process running this run stopped without ending it; recorded when the run was resumed"
 
 
 def plan_run(
@@ -203,8 +210,13 @@ def plan_run(
     ms = _ms(latest)
     opening = latest.messages[ms["opening_step"]] if 0 <= ms["opening_step"] < latest.step else None
     if same_opening(opening, incoming):
+        if latest.kind == "step":  # its process died: close that attempt, which is also our claim
+            claim = closing_end(latest, "cancelled", _DIED)
+            plan = _continue(claim, _run_seq(latest), policy.max_rounds, same_run=True)
+            plan.closing = claim
+            return plan
         return _continue(latest, _run_seq(latest), policy.max_rounds, same_run=True)
-    end = superseded_end(latest)
+    end = closing_end(latest, "superseded")
     plan = _new(next_seq, list(latest.messages), end.checkpoint_id, budget, latest)
-    plan.supersede = end
+    plan.closing = end
     return plan
