@@ -45,6 +45,10 @@ def machine() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     total, _used, free = shutil.disk_usage(".")
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (0.0, 0.0, 0.0)
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -54,6 +58,7 @@ def machine() -> dict[str, Any]:
         "disk": disk,
         "disk_free_gib": round(free / 2**30, 1),
         "disk_total_gib": round(total / 2**30, 1),
+        "loadavg": [round(x, 2) for x in load],
     }
 
 
@@ -134,7 +139,9 @@ def render(result: dict[str, Any]) -> Any:
     m = result["machine"]
     title = (f"ag2-persistency benchmark — {steps} steps, 3 agents, ~500-char messages, round robin "
              f"(driver: {result['driver']})")
-    caption = (f"{m['nproc']} cores · {m['cpu']} · {m['memory']} · Python {m['python']} · {m['disk']}\n"
+    end_load = result.get("machine_end", {}).get("loadavg", ["?"])[0]
+    caption = (f"{m['nproc']} cores · {m['cpu']} · {m['memory']} · Python {m['python']} · {m['disk']} · "
+               f"load average {m['loadavg'][0]} at start, {end_load} at end (other work on the machine)\n"
                "save/step: median (and p99) ms over the first → last 100 steps (ratio of medians). "
                "e2e: chat wall time ÷ the same chat without persistence run just before it (median of the pairs) "
                "(LangGraph: ÷ its graph without a checkpointer). "

@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                     traceback.print_exc(file=sys.stderr)
                     result["list_sessions"][name] = {"error": f"{type(exc).__name__}: {exc}"[:160]}
 
+    result["machine_end"] = machine()
     result["targets"] = check_targets(rows, steps)
     result["finished"] = datetime.now(timezone.utc).isoformat()
     out.parent.mkdir(parents=True, exist_ok=True)
