@@ -140,3 +140,19 @@ def test_copy_encrypts_rekeys_and_decrypts_with_keys_from_the_environment(tmp_pa
     assert wrong.exit_code == 1
     missing = run("copy", plain_url, str(tmp_path / "x"), "--dst-key-env", "NO_SUCH_VAR")
     assert missing.exit_code == 2 and "NO_SUCH_VAR" in missing.stderr
+
+
+def test_a_different_checkpoint_under_the_same_id_is_reported_not_skipped(tmp_path: Path) -> None:
+    src_url, dst_url = str(tmp_path / "src"), str(tmp_path / "dst")
+    make_chain(provider_from_url(src_url), "s", 3)
+    theirs = make_chain(provider_from_url(dst_url), "s", 1)[0]
+    clash = theirs.model_copy(update={"metadata": {"other": "store"}})
+    assert clash.checkpoint_id == "000001-0000001"
+    provider_from_url(str(tmp_path / "dst2")).save_checkpoint(clash)
+    r = run("copy", src_url, str(tmp_path / "dst2"), "--json")
+    assert r.exit_code == 1
+    [result] = r.json()["sessions"]
+    assert result["failed"][0]["checkpoint_id"] == "000001-0000001"
+    assert "different checkpoint" in result["failed"][0]["message"]
+    assert len(result["failed"]) == 3 and result["copied"] == 0  # nothing grafted onto a stranger
+    assert run("copy", src_url, dst_url, "--json").exit_code == 0  # the same checkpoint: skipped

@@ -71,6 +71,11 @@ def parents_first(infos: list[CheckpointInfo]) -> list[CheckpointInfo]:
     return out
 
 
+def _same_info(a: CheckpointInfo, b: CheckpointInfo) -> bool:
+    """True when two infos describe the same checkpoint (the session id aside): a copy, not a clash."""
+    return a.model_dump(exclude={"session_id"}) == b.model_dump(exclude={"session_id"})
+
+
 def copy_checkpoints(
     src: PersistencyStorageProvider,
     dst: PersistencyStorageProvider,
@@ -82,17 +87,27 @@ def copy_checkpoints(
 ) -> CopyResult:
     """Copy the checkpoints ``infos`` of ``session_id`` that ``dst`` lacks, parents first.
 
+    One that ``dst`` holds already is skipped, or reported as failed if it is a different checkpoint
+    under the same id (two stores that each grew a session of that name): nothing is overwritten.
+
     Args:
         dst_session: store them under this session id instead (their ``session_id`` is rewritten).
         advance: called once per checkpoint handled, for a progress bar.
     """
     target = validate_id(dst_session or session_id, "session id")
     result = CopyResult(session_id)
-    existing = {i.checkpoint_id for i in dst.list_checkpoints(target)}
+    existing = {i.checkpoint_id: i for i in dst.list_checkpoints(target)}
+    failed: set[str] = set()
     for info in parents_first(infos):
         cid = info.checkpoint_id
         try:
+            if info.parent_id is not None and info.parent_id in failed:
+                raise PersistencyError(f"not copied: its parent {info.parent_id!r} was not copied")
             if cid in existing:
+                if not _same_info(existing[cid], info):
+                    raise CheckpointConflictError(
+                        f"a different checkpoint {cid!r} is already in session {target!r} at the destination"
+                    )
                 result.skipped += 1
                 continue
             cp = src.get_checkpoint(session_id, cid)
@@ -100,10 +115,15 @@ def copy_checkpoints(
                 cp = cp.model_copy(update={"session_id": target})
             dst.save_checkpoint(cp)
             result.copied.append(cid)
-        except CheckpointConflictError:
-            result.skipped += 1  # another copy won the race: the checkpoint is there
+        except CheckpointConflictError as exc:
+            if cid in existing:
+                result.failed.append((cid, str(exc)))
+                failed.add(cid)
+            else:
+                result.skipped += 1  # another copy won the race: the checkpoint is there
         except PersistencyError as exc:
             result.failed.append((cid, str(exc)))
+            failed.add(cid)
         finally:
             if advance is not None:
                 advance()
