@@ -180,6 +180,7 @@ class _Listing:
     """One listing of a session: record ids (with sizes; 0 = packed) and packs (name -> ETag)."""
 
     records: dict[str, int] = field(default_factory=dict)
+    etags: dict[str, str] = field(default_factory=dict)
     packs: dict[str, str] = field(default_factory=dict)
     indexes: dict[str, str] = field(default_factory=dict)
 
@@ -328,7 +329,7 @@ class S3StorageProvider(RecordStorageProvider):
         except (TypeError, ValueError, KeyError) as exc:
             raise ProviderConfigError(f"S3 {self._display}: bad option: {self._scrub(str(exc))}") from exc
         self._fs.retries = 1  # botocore's retry config retries, with backoff; no second loop on top
-        self._recent = _LRU(max(4 * pack_every, 256))  # record bytes, for the next pack
+        self._recent = _LRU(max(4 * pack_every, 256))  # (ETag, bytes) of unpacked records
         self._packs = _PackCache(pack_cache_bytes)
         self._local = threading.local()
 
@@ -467,6 +468,7 @@ class S3StorageProvider(RecordStorageProvider):
                 cid = rel[len(_RECORDS):-len(_RECORD_SUFFIX)]
                 if cid and "/" not in cid:
                     out.records[cid] = int(obj.get("Size", 0))
+                    out.etags[cid] = str(obj.get("ETag", ""))
             elif rel.startswith(_PACKS):
                 name = rel[len(_PACKS):]
                 if name.endswith(_PACK_SUFFIX):
@@ -597,7 +599,7 @@ class S3StorageProvider(RecordStorageProvider):
         listing = self._listing(view)
         wanted = [cid for cid, size in listing.records.items()
                   if size > 0 and cid not in view.records]
-        recent = {cid: self._recent.get((sid, cid)) for cid in wanted}
+        recent = {cid: self._recalled(sid, cid, listing.etags.get(cid)) for cid in wanted}
         view.records.update({cid: data for cid, data in recent.items() if data is not None})
         fetch = [cid for cid, data in recent.items() if data is None]
         packs = {n: e for n, e in listing.packs.items() if n in listing.indexes}
@@ -608,7 +610,7 @@ class S3StorageProvider(RecordStorageProvider):
             for cid, blob in zip(fetch, blobs, strict=True):
                 if blob:
                     view.records[cid] = blob
-                    self._recent.put((sid, cid), blob)
+                    self._remember(sid, cid, listing.etags.get(cid, ""), blob)
                 elif blob is not None:
                     emptied = True  # packed since the listing
         if emptied:
@@ -616,6 +618,19 @@ class S3StorageProvider(RecordStorageProvider):
             packs = {n: e for n, e in fresh.packs.items() if n in fresh.indexes}
         for cid, data in self._load_packed(sid, packs, _PACK_SUFFIX).items():
             view.records.setdefault(cid, data)
+
+    def _remember(self, session_id: str, checkpoint_id: str, etag: str, data: bytes) -> None:
+        self._recent.put((session_id, checkpoint_id), (etag, data))
+
+    def _recalled(self, session_id: str, checkpoint_id: str, etag: str | None = None) -> bytes | None:
+        """A record this process wrote or read, if its ETag still matches a listing (when one is given).
+
+        The check keeps a session deleted and written again by another process from being served stale.
+        """
+        hit: tuple[str, bytes] | None = self._recent.get((session_id, checkpoint_id))
+        if hit is None or (etag is not None and hit[0] != etag):
+            return None
+        return hit[1]
 
     # -- primitives -------------------------------------------------------------------------------------
     def _write_new(self, session_id: str, checkpoint_id: str, data: bytes) -> None:
@@ -627,7 +642,7 @@ class S3StorageProvider(RecordStorageProvider):
                 f"checkpoint {checkpoint_id!r} already exists in session {session_id!r} "
                 f"(s3://{self._bucket}/{key}); another writer saved it first"
             )
-        self._recent.put((session_id, checkpoint_id), data)
+        self._remember(session_id, checkpoint_id, etag, data)
 
     def _read(self, session_id: str, checkpoint_id: str) -> bytes:
         view = self._view(session_id)
@@ -637,7 +652,7 @@ class S3StorageProvider(RecordStorageProvider):
             data = view.records.get(checkpoint_id)
             if data is not None:
                 return data
-        cached: bytes | None = self._recent.get((session_id, checkpoint_id))
+        cached = self._recalled(session_id, checkpoint_id)
         if cached is None:
             cached = self._packs.find(self._session_root(session_id) + _PACKS, _PACK_SUFFIX, checkpoint_id)
         if cached is not None:
@@ -670,7 +685,7 @@ class S3StorageProvider(RecordStorageProvider):
             view.info_window *= 2
         else:
             window = [checkpoint_id]  # written after the listing
-        known = {c: self._recent.get((sid, c)) or view.records.get(c) for c in window}
+        known = {c: view.records.get(c) or self._recalled(sid, c, listing.etags.get(c)) for c in window}
         for cid, data in known.items():
             if data:
                 view.infos[cid] = data.split(b"\n", 1)[0]

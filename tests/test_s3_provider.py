@@ -91,6 +91,14 @@ class LongSession:
     costs: list[int]
 
 
+@pytest.fixture
+def prefix(s3_server: S3Server) -> Iterator[str]:
+    """A unique key prefix for one test, emptied afterwards."""
+    name = f"t-{uuid.uuid4().hex}"
+    yield name
+    s3_server.clear(name)
+
+
 @pytest.fixture(scope="module")
 def long_session(s3_server: S3Server) -> Iterator[LongSession]:
     prefix = f"long-{uuid.uuid4().hex}"
@@ -98,6 +106,7 @@ def long_session(s3_server: S3Server) -> Iterator[LongSession]:
         assert isinstance(p, S3StorageProvider)
         saved, costs = _save_chain(p, s3_server, "long", STEPS, prefix)
     yield LongSession(prefix, "long", saved, costs)
+    s3_server.clear(prefix)
 
 
 # -- cost: requests per save, per load, per listing ---------------------------------------------------
@@ -183,8 +192,7 @@ def test_bytes_stored_stay_under_twice_the_transcript(s3_server: S3Server, long_
     assert total <= 2 * transcript, (total, transcript)
 
 
-def test_a_resuming_process_saves_with_one_request(s3_server: S3Server, long_session: LongSession) -> None:
-    prefix = f"resume-{uuid.uuid4().hex}"
+def test_a_resuming_process_saves_with_one_request(s3_server: S3Server, prefix: str) -> None:
     with _provider(s3_server, prefix) as first:
         _save_chain(first, s3_server, "r", 100, prefix)
     with _provider(s3_server, prefix) as second:
@@ -198,8 +206,7 @@ def test_a_resuming_process_saves_with_one_request(s3_server: S3Server, long_ses
         _same(second.get_checkpoint("r", child.checkpoint_id), child)
 
 
-def test_list_sessions_is_one_delimiter_listing(s3_server: S3Server) -> None:
-    prefix = f"sessions-{uuid.uuid4().hex}"
+def test_list_sessions_is_one_delimiter_listing(s3_server: S3Server, prefix: str) -> None:
     with _provider(s3_server, prefix) as p:
         for sid in ("b", "a", "c"):
             p.save_checkpoint(make_checkpoint(sid, 1))
@@ -209,8 +216,7 @@ def test_list_sessions_is_one_delimiter_listing(s3_server: S3Server) -> None:
     assert len(used) == 1 and "delimiter=%2F" in used[0].query
 
 
-def test_delete_session_removes_every_object(s3_server: S3Server) -> None:
-    prefix = f"delete-{uuid.uuid4().hex}"
+def test_delete_session_removes_every_object(s3_server: S3Server, prefix: str) -> None:
     client = s3_server.client()
     with _provider(s3_server, prefix, pack_every=8) as p:
         _save_chain(p, s3_server, "gone", 40, prefix)
@@ -224,8 +230,7 @@ def test_delete_session_removes_every_object(s3_server: S3Server) -> None:
 
 
 # -- packs: correctness under crashes and concurrent readers -------------------------------------------
-def test_every_checkpoint_of_a_packed_branching_session_loads(s3_server: S3Server) -> None:
-    prefix = f"branch-{uuid.uuid4().hex}"
+def test_every_checkpoint_of_a_packed_branching_session_loads(s3_server: S3Server, prefix: str) -> None:
     with _provider(s3_server, prefix, pack_every=4) as p:
         main, _ = _save_chain(p, s3_server, "s", 23, prefix)
         branch: list[Checkpoint] = []
@@ -252,9 +257,8 @@ def test_every_checkpoint_of_a_packed_branching_session_loads(s3_server: S3Serve
 
 
 def test_a_crash_between_pack_and_emptying_loses_nothing(
-    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, prefix: str
 ) -> None:
-    prefix = f"crash-{uuid.uuid4().hex}"
     with _provider(s3_server, prefix, pack_every=8) as p:
         real_put = p._aput
 
@@ -271,8 +275,9 @@ def test_a_crash_between_pack_and_emptying_loses_nothing(
         assert len(fresh.list_checkpoints("c")) == 20
 
 
-def test_a_reader_racing_compaction_still_loads(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    prefix = f"race-read-{uuid.uuid4().hex}"
+def test_a_reader_racing_compaction_still_loads(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
     with _provider(s3_server, prefix, pack_every=8) as writer, \
             _provider(s3_server, prefix, pack_every=8) as reader:
         saved, _ = _save_chain(writer, s3_server, "r", 7, prefix)
@@ -294,8 +299,7 @@ def test_a_reader_racing_compaction_still_loads(s3_server: S3Server, monkeypatch
         assert [i.checkpoint_id for i in infos] == [c.checkpoint_id for c in [*saved, step8]]
 
 
-def test_ids_with_every_allowed_character_round_trip(s3_server: S3Server) -> None:
-    prefix = f"chars-{uuid.uuid4().hex}"
+def test_ids_with_every_allowed_character_round_trip(s3_server: S3Server, prefix: str) -> None:
     with _provider(s3_server, prefix) as p:
         cp = make_checkpoint("user@example.com+x=1_a.b-c", 1)
         cp = cp.model_copy(update={"checkpoint_id": "A+b=c@d_e.f-g"})
@@ -407,8 +411,7 @@ def test_keyword_options_win_over_the_query() -> None:
     p.close()
 
 
-def test_a_damaged_record_is_corrupt_and_named(s3_server: S3Server) -> None:
-    prefix = f"damage-{uuid.uuid4().hex}"
+def test_a_damaged_record_is_corrupt_and_named(s3_server: S3Server, prefix: str) -> None:
     with _provider(s3_server, prefix) as p:
         saved, _ = _save_chain(p, s3_server, "d", 3, prefix)
     client = s3_server.client()
@@ -421,8 +424,9 @@ def test_a_damaged_record_is_corrupt_and_named(s3_server: S3Server) -> None:
         _same(fresh.get_checkpoint("d", saved[0].checkpoint_id), saved[0])
 
 
-def test_a_damaged_pack_or_emptied_record_without_a_pack_is_corrupt(s3_server: S3Server) -> None:
-    prefix = f"damage-pack-{uuid.uuid4().hex}"
+def test_a_damaged_pack_or_emptied_record_without_a_pack_is_corrupt(
+    s3_server: S3Server, prefix: str
+) -> None:
     with _provider(s3_server, prefix, pack_every=4) as p:
         saved, _ = _save_chain(p, s3_server, "d", 6, prefix)
     client = s3_server.client()
@@ -466,7 +470,9 @@ async def test_async_twins_do_not_block_the_event_loop(s3_server: S3Server, s3_u
     assert ticks > 5
 
 
-def test_no_credentials_anywhere_is_storage_unavailable(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_credentials_anywhere_is_storage_unavailable(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     with provider_from_url(s3_server.url()) as p, pytest.raises(StorageUnavailableError) as info:
@@ -481,3 +487,14 @@ def test_a_long_info_line_is_read_whole_when_listing(s3_server: S3Server, s3_url
         p.save_checkpoint(cp)
     with provider_from_url(s3_url) as fresh:
         assert [i.metadata for i in fresh.list_checkpoints("meta")] == [big]
+
+
+def test_a_session_rewritten_by_another_process_is_not_served_stale(s3_url: str) -> None:
+    with provider_from_url(s3_url) as a, provider_from_url(s3_url) as b:
+        old = make_checkpoint("s", 1, metadata={"v": "old"}, messages=[{"content": "old", "role": "user"}])
+        a.save_checkpoint(old)
+        b.delete_session("s")
+        new = make_checkpoint("s", 1, metadata={"v": "new"}, messages=[{"content": "new", "role": "user"}])
+        b.save_checkpoint(new)
+        latest = a.get_latest_checkpoint("s")
+        assert latest is not None and latest.messages == new.messages

@@ -75,6 +75,17 @@ class S3Server:
             aws_access_key_id="testing", aws_secret_access_key="testing",
         )
 
+    def clear(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (moto lists a bucket in time linear in all its keys)."""
+        client = self.client()
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{prefix}/"):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+        finally:
+            client.close()
+
 
 def _serialized(app: Callable[..., Iterable[bytes]], server: S3Server) -> Callable[..., Iterable[bytes]]:
     """Serve one request at a time (atomic conditional writes, as on real S3) and log each one."""
@@ -138,6 +149,11 @@ def s3_server() -> Iterator[S3Server]:
 
 
 @pytest.fixture
-def s3_url(s3_server: S3Server) -> str:
-    """A fresh ``s3://`` URL: the test bucket, a unique prefix, the loopback endpoint in its query."""
-    return s3_server.url()
+def s3_url(s3_server: S3Server) -> Iterator[str]:
+    """A fresh ``s3://`` URL: the test bucket, a unique prefix, the loopback endpoint in its query.
+
+    The prefix is emptied after the test, so the server stays small and fast.
+    """
+    prefix = f"t-{uuid.uuid4().hex}"
+    yield s3_server.url(prefix)
+    s3_server.clear(prefix)
