@@ -280,8 +280,8 @@ def test_keyword_credentials_db_and_timeouts_win_over_the_url(redis_url: str) ->
         p.delete_session("kw-db")
 
 
-def test_list_sessions_is_fast_for_10000_sessions(redis_url: str) -> None:
-    with provider_from_url(redis_url) as p:
+def test_list_sessions_is_fast_for_10000_sessions(url: str) -> None:
+    with provider_from_url(url) as p:
         sids = [f"s{i:05d}" for i in range(10_000)]
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda s: p.save_checkpoint(make_checkpoint(s, 1)), sids))
@@ -291,7 +291,7 @@ def test_list_sessions_is_fast_for_10000_sessions(redis_url: str) -> None:
             got = p.list_sessions()
         elapsed = time.perf_counter() - t0
         assert got == sids
-        assert n[0] == 2  # the index, then one pipeline of EXISTS checks
+        assert n[0] <= 4  # the index, then one pipeline of EXISTS checks (split by node on a cluster)
         assert elapsed < 2.0, elapsed
 
 
@@ -528,6 +528,26 @@ def test_every_error_is_a_persistency_error(provider: RedisStorageProvider) -> N
 
 
 # -- async -------------------------------------------------------------------------------------------------
+async def test_async_writers_racing_for_one_id_exactly_one_wins(provider: RedisStorageProvider) -> None:
+    base = make_checkpoint("arace", 1)
+    await provider.asave_checkpoint(base)
+
+    async def writer(i: int) -> str:
+        cp = make_checkpoint("arace", 2, parent_id=base.checkpoint_id, metadata={"writer": i})
+        try:
+            await provider.asave_checkpoint(cp)
+            return f"won:{i}"
+        except CheckpointConflictError:
+            return "lost"
+
+    results = await asyncio.gather(*(writer(i) for i in range(8)))
+    winners = [r for r in results if r.startswith("won")]
+    assert len(winners) == 1 and results.count("lost") == 7, results
+    got = await provider.aget_checkpoint("arace", checkpoint_id_for(1, 2))
+    assert got.metadata == {"writer": int(winners[0].split(":")[1])}
+    await provider.aclose()
+
+
 def test_async_twins_are_native() -> None:
     for name in ("asave_checkpoint", "aget_checkpoint", "aget_latest_checkpoint", "alist_checkpoints",
                  "alist_sessions", "adelete_session", "aclose"):
