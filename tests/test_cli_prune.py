@@ -23,20 +23,23 @@ def _dump(p: PersistencyStorageProvider, sid: str) -> dict[str, dict[str, Any]]:
             for i in p.list_checkpoints(sid)}
 
 
-def _recent_chain(p: PersistencyStorageProvider, sid: str, steps: int, run_seq: int,
-                  start: Checkpoint | None = None) -> list[Checkpoint]:
-    """Like make_chain, stamped now (make_chain's checkpoints are from 2026-01-01)."""
+def _chain_at(p: PersistencyStorageProvider, sid: str, steps: int, run_seq: int, age: timedelta,
+              start: Checkpoint | None = None) -> list[Checkpoint]:
+    """Like make_chain, but written ``age`` ago (make_chain stamps a fixed date)."""
     out: list[Checkpoint] = []
     parent = start
     for _ in range(steps):
         step = (parent.step if parent else 0) + 1
         msgs = [*(parent.messages if parent else []), {"content": f"m{step}", "role": "user", "name": "alice"}]
         cp = make_checkpoint(sid, step, run_seq=run_seq, parent_id=parent.checkpoint_id if parent else None,
-                             messages=msgs).model_copy(update={"created_at": utcnow()})
+                             messages=msgs).model_copy(update={"created_at": utcnow() - age})
         p.save_checkpoint(cp)
         out.append(cp)
         parent = cp
     return out
+
+
+NOW, LONG_AGO = timedelta(0), timedelta(days=30)
 
 
 def test_keep_last_runs_keeps_the_branch_trunk(storage_url: str) -> None:
@@ -73,10 +76,10 @@ def test_keep_last_runs_keeps_the_branch_trunk(storage_url: str) -> None:
 def test_older_than_deletes_old_sessions_and_old_runs(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
     p = provider_from_url(url)
-    make_chain(p, "old", 3)  # 2026-01-01: long ago
-    _recent_chain(p, "new", 2, run_seq=1)
-    make_chain(p, "mixed", 2)  # an old run ...
-    _recent_chain(p, "mixed", 2, run_seq=2)  # ... and a new, unrelated one
+    _chain_at(p, "old", 3, 1, LONG_AGO)
+    _chain_at(p, "new", 2, 1, NOW)
+    _chain_at(p, "mixed", 2, 1, LONG_AGO)  # an old run ...
+    _chain_at(p, "mixed", 2, 2, NOW)  # ... and a new, unrelated one
     r = run("prune", "--older-than", "7d", "-u", url, "--json")
     assert r.exit_code == 0, r.stderr
     plan = {s["session_id"]: s for s in r.json()["sessions"]}
@@ -91,7 +94,7 @@ def test_keep_last_runs_protects_recent_history_from_older_than(tmp_path: Path) 
     url = str(tmp_path / "store")
     p = provider_from_url(url)
     for seq in (1, 2, 3):
-        make_chain(p, "s", 2, run_seq=seq)  # three old, independent runs
+        _chain_at(p, "s", 2, seq, LONG_AGO)  # three old, independent runs
     r = run("prune", "--older-than", "1h", "--keep-last-runs", "1", "-u", url, "--json")
     assert r.json()["sessions"][0]["dropped_runs"] == ["run-000001", "run-000002"]
     assert {i.run_id for i in p.list_checkpoints("s")} == {"run-000003"}
@@ -195,7 +198,7 @@ def test_a_session_written_to_after_planning_is_not_deleted(
 ) -> None:
     url = str(tmp_path / "store")
     p = provider_from_url(url)
-    old = make_chain(p, "s", 2)
+    old = _chain_at(p, "s", 2, 1, LONG_AGO)
     real_plan = _prune.plan_session
 
     def plan_then_chat_writes(*args: Any, **kwargs: Any) -> _prune.PrunePlan:
