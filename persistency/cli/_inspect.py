@@ -15,6 +15,7 @@ from persistency.cli._common import (
     JsonOption,
     RunSummary,
     UrlOption,
+    display_url,
     emit_json,
     err_console,
     fmt_time,
@@ -75,7 +76,7 @@ def sessions(url: UrlOption = None, as_json: JsonOption = False) -> None:
         emit_json([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
         return
     if not rows:
-        err_console().print("no sessions")
+        err_console().print(Text(f"no sessions in {display_url(url)}"))
         return
     table = Table("session", "runs", "checkpoints", "steps", "last activity (UTC)", "latest run", "status")
     for r in rows:
