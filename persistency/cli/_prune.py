@@ -14,6 +14,7 @@ and the next ``prune`` finishes the job (it copies whatever ``SESSION`` lacks ba
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -29,6 +30,7 @@ from persistency.cli._common import (
     err_console,
     open_provider,
     out_console,
+    progress_bar,
     require_session,
     summarize_runs,
 )
@@ -41,6 +43,7 @@ from persistency.provider import PersistencyStorageProvider
 __all__ = ["STAGING_SUFFIX", "PrunePlan", "parse_duration", "plan_session", "prune"]
 
 STAGING_SUFFIX = ".pruning"
+Advance = Callable[[], Any] | None
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
 
@@ -125,9 +128,9 @@ def _check_copy(p: PersistencyStorageProvider, sid: str, staging: str, ids: list
             raise PersistencyError(f"staging copy of {sid}/{cid} differs from the original; nothing was deleted")
 
 
-def _restore(p: PersistencyStorageProvider, staging: str, sid: str) -> None:
+def _restore(p: PersistencyStorageProvider, staging: str, sid: str, advance: Advance = None) -> None:
     """Copy into ``sid`` what it lacks from ``staging``, then delete ``staging``."""
-    res = copy_checkpoints(p, p, staging, p.list_checkpoints(staging), dst_session=sid)
+    res = copy_checkpoints(p, p, staging, p.list_checkpoints(staging), dst_session=sid, advance=advance)
     if res.failed:
         cid, msg = res.failed[0]
         raise PersistencyError(
@@ -144,11 +147,11 @@ def _unchanged(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
                                "skipped")
 
 
-def _rewrite(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
+def _rewrite(p: PersistencyStorageProvider, plan: PrunePlan, advance: Advance = None) -> None:
     sid = plan.session_id
     staging = sid + STAGING_SUFFIX
     keep_ids = [i.checkpoint_id for i in plan.keep]
-    res = copy_checkpoints(p, p, sid, plan.keep, dst_session=staging)
+    res = copy_checkpoints(p, p, sid, plan.keep, dst_session=staging, advance=advance)
     if res.failed:
         p.delete_session(staging)
         cid, msg = res.failed[0]
@@ -160,17 +163,17 @@ def _rewrite(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
         p.delete_session(staging)
         raise
     p.delete_session(sid)
-    _restore(p, staging, sid)
+    _restore(p, staging, sid, advance)
 
 
-def _apply(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
+def _apply(p: PersistencyStorageProvider, plan: PrunePlan, advance: Advance = None) -> None:
     if plan.action == "delete":
         _unchanged(p, plan)
         p.delete_session(plan.session_id)
     elif plan.action == "rewrite":
-        _rewrite(p, plan)
+        _rewrite(p, plan, advance)
     elif plan.action == "recover":
-        _restore(p, plan.session_id + STAGING_SUFFIX, plan.session_id)
+        _restore(p, plan.session_id + STAGING_SUFFIX, plan.session_id, advance)
 
 
 def prune(
@@ -218,12 +221,16 @@ def prune(
             plans.append(plan_session(sid, infos, cutoff, keep_last_runs))
         errors: list[str] = []
         if not dry_run:
-            for plan in plans:
-                try:
-                    _apply(p, plan)
-                except PersistencyError as exc:
-                    plan.note = f"failed: {exc}"
-                    errors.append(f"{plan.session_id}: {exc}")
+            with progress_bar(disable=as_json) as progress:
+                task = progress.add_task("pruning", total=sum(2 * len(plan.keep) for plan in plans
+                                                              if plan.action == "rewrite") or None)
+                for plan in plans:
+                    progress.update(task, description=f"pruning {plan.session_id}")
+                    try:
+                        _apply(p, plan, lambda: progress.advance(task))
+                    except PersistencyError as exc:
+                        plan.note = f"failed: {exc}"
+                        errors.append(f"{plan.session_id}: {exc}")
     _report(plans, dry_run, as_json)
     if errors:
         for e in errors:
