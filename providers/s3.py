@@ -394,6 +394,8 @@ class S3StorageProvider(RecordStorageProvider):
         except PersistencyError:
             raise
         except Exception as exc:
+            if type(exc).__name__ in ("ProfileNotFound", "PartialCredentialsError", "InvalidConfigError"):
+                raise ProviderConfigError(f"S3 {self._display}: {self._scrub(str(exc))}") from exc
             raise self._unavailable(exc, what) from exc
 
     async def _aget(self, key: str, first: int | None = None) -> bytes | None:

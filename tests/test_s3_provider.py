@@ -498,3 +498,8 @@ def test_a_session_rewritten_by_another_process_is_not_served_stale(s3_url: str)
         b.save_checkpoint(new)
         latest = a.get_latest_checkpoint("s")
         assert latest is not None and latest.messages == new.messages
+
+
+def test_an_unknown_profile_is_a_config_error(s3_server: S3Server) -> None:
+    with provider_from_url(s3_server.url() + "&profile=no-such-profile") as p, pytest.raises(ProviderConfigError):
+        p.list_sessions()
