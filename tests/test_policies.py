@@ -193,3 +193,32 @@ def test_policy_validation() -> None:
     assert (
         str(ResumePolicy.resume_from("000001-0000002", 3)) == "ResumePolicy.resume_from('000001-0000002', max_rounds=3)"
     )
+
+
+def test_a_message_that_is_not_json_stops_the_chat_with_a_clear_error(provider: PersistencyStorageProvider) -> None:
+    from autogen import Agent
+
+    from persistency import SerializationError
+
+    chat = build_chat(max_round=6)
+
+    def bad(recipient: Any, messages: Any = None, sender: Agent | None = None, config: Any = None) -> Any:
+        if len(messages or []) == 2:
+            return True, {"content": "here", "context": {"handle": object()}}
+        return False, None
+
+    chat.agents[1].register_reply([Agent, None], bad, position=0)
+    Persistency(provider, "s").attach(chat.manager)
+    with pytest.raises(SerializationError, match="message 2 from 'bob'"):
+        chat.user.initiate_chat(chat.manager, message="hello", silent=True)
+    assert provider.get_latest_checkpoint("s").step == 2  # type: ignore[union-attr]
+
+
+def test_continuing_when_the_last_speaker_no_longer_exists_is_a_resume_error(
+    provider: PersistencyStorageProvider,
+) -> None:
+    with pytest.raises(Crash):
+        go(provider, faults=Faults(raise_at=4))  # the last saved message is bob's
+    with pytest.raises(ResumeError, match="'bob'"):
+        go(provider, names=("alice", "robert"))
+    assert [i.kind for i in provider.list_checkpoints("s")][-1] == "run_end"  # nothing written by the refusal
