@@ -6,6 +6,12 @@ restores the transcript and every agent's history, then runs AG2's own group-cha
 shallow copy of the group chat. The *after-step* one (the copy's ``append``) stores a checkpoint
 after every message, before the next speaker runs. A run ends with a "run_end" checkpoint saying
 why (termination message, max rounds, error, cancelled, superseded).
+
+Concurrency: checkpoint ids are deterministic per (run, step) and every save is create-only, so two
+workers continuing the same run race for the same ids and exactly one wins; the other stops with
+`CheckpointConflictError` and writes nothing more. A new run's first checkpoint (its opening
+message), and the "cancelled" run end that closes a dead attempt before it is continued, are both
+written before any agent is asked for a reply, so in those cases the loser never calls a model.
 """
 
 from __future__ import annotations
@@ -46,8 +52,8 @@ class Persistency:
             overrides it for one run.
         metadata: JSON stored with every checkpoint (never a secret).
         durability: "sync" (default: a step is stored before the next speaker runs), "async"
-            (a bounded background writer, flushed at the run's end; a failed write stops the chat
-            at the next step) or "exit" (only the run's end is stored).
+            (a bounded background writer, flushed at the run's end; a failed write is raised at a
+            later step or at the run's end, never dropped) or "exit" (only the run's end is stored).
         on_error: "raise" (default: a checkpoint that cannot be stored stops the chat with the
             provider's `PersistencyError`) or "continue" (the chat goes on; `lost_checkpoints`
             lists what was not stored, and the next stored checkpoint carries the missing messages).
