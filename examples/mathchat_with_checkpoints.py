@@ -122,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)  # "custom model client detected"
     mode = "OpenAI" if os.environ.get("OPENAI_API_KEY") else "offline (scripted model)"
+    if os.environ.get("OPENAI_API_KEY"):
+        try:
+            import openai  # noqa: F401
+        except ImportError:
+            print(
+                "OPENAI_API_KEY is set but the openai client is not installed: pip install 'autogen[openai]'"
+                " (or unset OPENAI_API_KEY to run offline)",
+                file=sys.stderr,
+            )
+            return 2
     provider = provider_from_url(args.store)
     provider.delete_session(args.session)  # a fresh demo every time
     print(f"Model: {mode}.  Storage: {args.store}  Session: {args.session}")
