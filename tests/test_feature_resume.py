@@ -215,3 +215,24 @@ def test_introductions_are_restored_where_the_run_sent_them(is_async: bool) -> N
         start(resumed, is_async=is_async)
         assert resumed.transcript() == ref.transcript(), k
         assert histories(resumed) == histories(ref), k
+
+
+def test_custom_speaker_selection_resumes_exactly() -> None:
+    def backwards(last_speaker: Any, groupchat: Any) -> Any:  # bob, alice, user, bob, ...
+        agents = groupchat.agents
+        return agents[(agents.index(last_speaker) - 1) % len(agents)]
+
+    provider = provider_from_url(f"memory://sel-{uuid.uuid4().hex}")
+    ref = build_chat(speaker_selection_method=backwards)
+    Persistency(provider, "ref").attach(ref.manager)
+    start(ref, is_async=False)
+    assert [m["name"] for m in ref.groupchat.messages[:4]] == ["user", "bob", "alice", "user"]
+    for k in (2, 6):
+        chat = build_chat(speaker_selection_method=backwards, faults=Faults(raise_at=k + 1))
+        Persistency(provider, f"s{k}").attach(chat.manager)
+        with pytest.raises(Crash):
+            start(chat, is_async=False)
+        resumed = build_chat(speaker_selection_method=backwards)
+        Persistency(provider, f"s{k}").attach(resumed.manager)
+        start(resumed, is_async=False)
+        assert resumed.transcript() == ref.transcript() and histories(resumed) == histories(ref)
