@@ -11,6 +11,7 @@ import pytest
 
 from persistency import (
     Persistency,
+    PersistencyError,
     PersistencyStorageProvider,
     ResumeError,
     ResumePolicy,
@@ -222,3 +223,19 @@ def test_continuing_when_the_last_speaker_no_longer_exists_is_a_resume_error(
     with pytest.raises(ResumeError, match="'bob'"):
         go(provider, names=("alice", "robert"))
     assert [i.kind for i in provider.list_checkpoints("s")][-1] == "run_end"  # nothing written by the refusal
+
+
+def test_the_feature_takes_a_url_and_checks_its_arguments(tmp_path: Any) -> None:
+    feature = Persistency(str(tmp_path / "chats"), "s")
+    chat = build_chat(max_round=3)
+    with feature.attach(chat.manager):
+        chat.user.initiate_chat(chat.manager, message="hi", silent=True)
+    assert feature.manager is None and len(feature.checkpoints()) == 4
+    with pytest.raises(ValueError):
+        Persistency(str(tmp_path), "s", durability="later")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Persistency(object(), "s")  # type: ignore[arg-type]
+    other = build_chat()
+    Persistency(str(tmp_path), "a").attach(other.manager)
+    with pytest.raises(PersistencyError, match="already has a Persistency"):
+        Persistency(str(tmp_path), "b").attach(other.manager)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from persistency.ids import parse_checkpoint_id, validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.policies import ResumePolicy
 from persistency.provider import PersistencyStorageProvider
+from persistency.registry import provider_from_url
 
 __all__ = ["Durability", "LostCheckpoint", "OnError", "Persistency"]
 
@@ -46,7 +48,7 @@ class Persistency:
     """Checkpoints a GroupChatManager's chats after every step and resumes them under a policy.
 
     Args:
-        provider: where checkpoints go (`provider_from_url`).
+        provider: where checkpoints go: a provider, or a URL for `provider_from_url`.
         session_id: the conversation; every run of the manager is stored under it.
         policy: the policy of every run (default `ResumePolicy.resume_latest()`); `next_run`
             overrides it for one run.
@@ -62,7 +64,7 @@ class Persistency:
 
     def __init__(
         self,
-        provider: PersistencyStorageProvider,
+        provider: PersistencyStorageProvider | str | os.PathLike[str],
         session_id: str,
         *,
         policy: ResumePolicy | None = None,
@@ -71,8 +73,10 @@ class Persistency:
         on_error: OnError = "raise",
         max_pending: int = 64,
     ) -> None:
+        if isinstance(provider, (str, os.PathLike)):
+            provider = provider_from_url(provider)
         if not isinstance(provider, PersistencyStorageProvider):
-            raise TypeError(f"provider must be a PersistencyStorageProvider, not {type(provider).__name__}")
+            raise TypeError(f"provider must be a PersistencyStorageProvider or a URL, not {type(provider).__name__}")
         if durability not in _DURABILITIES:
             raise ValueError(f"durability must be one of {', '.join(_DURABILITIES)}, not {durability!r}")
         if on_error not in ("raise", "continue"):
