@@ -239,3 +239,23 @@ def test_the_feature_takes_a_url_and_checks_its_arguments(tmp_path: Any) -> None
     Persistency(str(tmp_path), "a").attach(other.manager)
     with pytest.raises(PersistencyError, match="already has a Persistency"):
         Persistency(str(tmp_path), "b").attach(other.manager)
+
+
+def test_every_policy_in_an_async_chat(provider: PersistencyStorageProvider) -> None:
+    ref, _ = go(provider, max_round=9, is_async=True)
+    branch, _ = go(provider, policy=ResumePolicy.resume_from("000001-0000004"), max_round=9, is_async=True)
+    assert contents(branch) == contents(ref)
+    with pytest.raises(ResumeError):
+        go(provider, policy=ResumePolicy.resume_from("000007-0000001"), is_async=True)
+    hist, _ = go(
+        provider, "again", policy=ResumePolicy.fresh_with_history("000001-0000002", max_rounds=2), is_async=True
+    )
+    assert contents(hist)[2] == "again" and len(hist.groupchat.messages) == 4
+    fresh, _ = go(provider, "new", policy=ResumePolicy.fresh(), max_round=2, is_async=True)
+    assert contents(fresh)[0] == "new" and len(fresh.groupchat.messages) == 2
+    with pytest.raises(Crash):
+        go(provider, "x", faults=Faults(raise_at=5), max_round=9, is_async=True)
+    other, _ = go(provider, "y", max_round=2, is_async=True)  # supersedes the failed run
+    assert runs(provider)[-1] == "run-000006"
+    assert provider.get_checkpoint("s", "000005-0000004-end2").end_reason == "superseded"
+    assert contents(other)[-2] == "y"
