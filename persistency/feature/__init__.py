@@ -73,6 +73,7 @@ class Persistency:
         on_error: OnError = "raise",
         max_pending: int = 64,
     ) -> None:
+        self._owns_provider = isinstance(provider, (str, os.PathLike))
         if isinstance(provider, (str, os.PathLike)):
             provider = provider_from_url(provider)
         if not isinstance(provider, PersistencyStorageProvider):
@@ -178,13 +179,19 @@ class Persistency:
         """This session's latest checkpoint, or None."""
         return self.provider.get_latest_checkpoint(self.session_id)
 
+    def close(self) -> None:
+        """Detach, and close the provider if this feature opened it from a URL."""
+        self.detach()
+        if self._owns_provider:
+            self.provider.close()
+
     def __enter__(self) -> Persistency:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.detach()
+        self.close()
 
     # -- the before-start interceptor -----------------------------------------------------------------
     def _take_policy(self) -> ResumePolicy:
