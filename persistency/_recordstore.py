@@ -214,6 +214,10 @@ class RecordStorageProvider(PersistencyStorageProvider):
         out.reverse()
         return out
 
+    def list_checkpoint_ids(self, session_id: str) -> list[str]:
+        """Every checkpoint id of the session, sorted, from names alone (no record is decoded)."""
+        return self._list_ids(validate_id(session_id, "session_id"))
+
     def list_sessions(self) -> list[str]:
         """Every session id with at least one checkpoint, sorted."""
         return self._list_session_ids()

@@ -77,6 +77,15 @@ class PersistencyStorageProvider(ABC):
         infos = self.list_checkpoints(session_id, limit=1)
         return self.get_checkpoint(session_id, infos[-1].checkpoint_id) if infos else None
 
+    def list_checkpoint_ids(self, session_id: str) -> list[str]:
+        """Every checkpoint id of the session, sorted, without decoding records where the backend allows
+        (so one damaged record cannot hide the others from ``verify`` or ``copy``)."""
+        return [i.checkpoint_id for i in self.list_checkpoints(session_id)]
+
+    async def alist_checkpoint_ids(self, session_id: str) -> list[str]:
+        """Async `list_checkpoint_ids`."""
+        return await asyncio.to_thread(self.list_checkpoint_ids, session_id)
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections and files. Idempotent."""
 

@@ -266,6 +266,8 @@ class ProviderConformance:
         assert [i.checkpoint_id for i in provider.list_checkpoints("ls", before=ids[3])] == ids[:3]
         assert [i.checkpoint_id for i in provider.list_checkpoints("ls", before=ids[3], limit=1)] == ids[2:3]
         assert provider.list_checkpoints("ls", limit=0) == []
+        assert provider.list_checkpoint_ids("ls") == sorted(ids)
+        assert provider.list_checkpoint_ids("unknown-session") == []
         assert provider.list_checkpoints("unknown-session") == []
         assert infos[0].created_at.tzinfo is not None
 

@@ -286,21 +286,3 @@ def test_show_without_the_encryption_key_still_lists(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "000002-0000006" in r.stdout
     assert r.stderr.count("warning: speakers not shown") == 1
     assert_one_line_error(run("show", "conv-1", "latest", "-u", url), "encrypt")
-
-
-def test_without_the_cli_extra_the_script_says_what_to_install() -> None:
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('typer', 'rich'):\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "sys.argv = ['persistency', 'sessions']\n"
-        "from persistency.cli import main\n"
-        "main()\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1
-    assert r.stderr.startswith("error: the persistency command needs the 'cli' extra: pip install")
-    assert "Traceback" not in r.stderr

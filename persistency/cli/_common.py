@@ -247,13 +247,5 @@ def progress_bar(*, disable: bool = False) -> Progress:
 
 
 def checkpoint_ids(provider: PersistencyStorageProvider, session_id: str) -> list[str]:
-    """Every checkpoint id of the session, sorted, without decoding records when the provider allows.
-
-    Record-based providers list ids from names alone, so one damaged record cannot hide the others;
-    any other provider is listed through `list_checkpoints`.
-    """
-    from persistency._recordstore import RecordStorageProvider
-
-    if isinstance(provider, RecordStorageProvider):
-        return provider._list_ids(validate_id(session_id, "session id"))
-    return [i.checkpoint_id for i in provider.list_checkpoints(session_id)]
+    """Every checkpoint id of the session, sorted, without decoding records where the provider allows."""
+    return provider.list_checkpoint_ids(validate_id(session_id, "session id"))
