@@ -23,8 +23,25 @@ TARGETS = {
 OURS = ("filesystem", "memory", "redis", "s3")
 
 
+def fsync_probe(samples: int = 50) -> float:
+    """Median time (ms) to write 1 KB to a temporary file and fsync it: how busy the disk is now."""
+    import statistics
+    import tempfile
+    import time
+
+    times = []
+    with tempfile.NamedTemporaryFile(dir=tempfile.gettempdir()) as f:
+        for _ in range(samples):
+            t = time.perf_counter()
+            f.write(b"x" * 1024)
+            f.flush()
+            os.fsync(f.fileno())
+            times.append(time.perf_counter() - t)
+    return round(statistics.median(times) * 1e3, 3)
+
+
 def machine() -> dict[str, Any]:
-    """What this ran on: cores, CPU model, memory, Python, disk."""
+    """What this ran on: cores, CPU model, memory, Python, disk, and how busy it was."""
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -59,6 +76,7 @@ def machine() -> dict[str, Any]:
         "disk_free_gib": round(free / 2**30, 1),
         "disk_total_gib": round(total / 2**30, 1),
         "loadavg": [round(x, 2) for x in load],
+        "fsync_ms": fsync_probe(),
     }
 
 
@@ -139,9 +157,11 @@ def render(result: dict[str, Any]) -> Any:
     m = result["machine"]
     title = (f"ag2-persistency benchmark — {steps} steps, 3 agents, ~500-char messages, round robin "
              f"(driver: {result['driver']})")
-    end_load = result.get("machine_end", {}).get("loadavg", ["?"])[0]
+    end = result.get("machine_end", {})
+    end_load = end.get("loadavg", ["?"])[0]
     caption = (f"{m['nproc']} cores · {m['cpu']} · {m['memory']} · Python {m['python']} · {m['disk']} · "
-               f"load average {m['loadavg'][0]} at start, {end_load} at end (other work on the machine)\n"
+               f"load average {m['loadavg'][0]} at start, {end_load} at end · 1 KB write+fsync "
+               f"{m.get('fsync_ms')} ms at start, {end.get('fsync_ms', '?')} ms at end (a shared machine)\n"
                "save/step: median (and p99) ms over the first → last 100 steps (ratio of medians). "
                "e2e: chat wall time ÷ the same chat without persistence run just before it (median of the pairs) "
                "(LangGraph: ÷ its graph without a checkpointer). "
