@@ -104,6 +104,7 @@ def build_chat(
     llm_config: Any = False,
     manager_llm_config: Any = False,
     send_introductions: bool = False,
+    groupchat_kwargs: dict[str, Any] | None = None,
     **manager_kwargs: Any,
 ) -> Chat:
     """Three agents (``user`` + ``names``) in round robin; every reply scripted and deterministic."""
@@ -122,6 +123,7 @@ def build_chat(
         max_round=max_round,
         speaker_selection_method=speaker_selection_method,
         send_introductions=send_introductions,
+        **(groupchat_kwargs or {}),
     )
     manager = GroupChatManager(gc, name="manager", llm_config=manager_llm_config, **manager_kwargs)
     return Chat(user, agents, gc, manager)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from persistency import Persistency, PersistencyStorageProvider, provider_from_url
+from persistency.scripted import ScriptedModelClient, scripted_config
 from tests.helpers_ag2 import Chat, Crash, Faults, build_chat, histories, on_run_end
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,3 +237,42 @@ def test_custom_speaker_selection_resumes_exactly() -> None:
         Persistency(provider, f"s{k}").attach(resumed.manager)
         start(resumed, is_async=False)
         assert resumed.transcript() == ref.transcript() and histories(resumed) == histories(ref)
+
+
+class CyclingSelector(ScriptedModelClient):
+    """AG2's "auto" speaker selection, offline: the next name depends on how long the context is."""
+
+    def create(self, params: dict[str, Any]) -> Any:
+        names = ["alice", "bob", "user", "bob", "alice"]
+        response = super().create(params)
+        response.choices[0].message.content = names[len(params.get("messages") or []) % len(names)]
+        return response
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_auto_speaker_selection_resumes_exactly(is_async: bool) -> None:
+    def chat(faults: Faults | None = None) -> Chat:
+        config = scripted_config(["unused"], model_client_cls="CyclingSelector")
+        return build_chat(
+            faults=faults,
+            speaker_selection_method="auto",
+            groupchat_kwargs={
+                "select_speaker_auto_llm_config": config,
+                "select_speaker_auto_model_client_cls": CyclingSelector,
+            },
+        )
+
+    provider = provider_from_url(f"memory://auto-{uuid.uuid4().hex}")
+    ref = chat()
+    Persistency(provider, "ref").attach(ref.manager)
+    start(ref, is_async=is_async)
+    assert len({m["name"] for m in ref.groupchat.messages}) == 3  # the selector really varies
+    for k in range(1, 9):
+        stopped = chat(Faults(raise_at=k + 1))
+        Persistency(provider, f"s{k}").attach(stopped.manager)
+        with pytest.raises(Crash):
+            start(stopped, is_async=is_async)
+        resumed = chat()
+        Persistency(provider, f"s{k}").attach(resumed.manager)
+        start(resumed, is_async=is_async)
+        assert resumed.transcript() == ref.transcript() and histories(resumed) == histories(ref), k
