@@ -516,26 +516,36 @@ class S3StorageProvider(RecordStorageProvider):
             raise CorruptCheckpointError(f"{where}: index header does not match its body")
         return dict(zip(header["ids"], lines, strict=True))
 
-    def _load_packed(self, session_id: str, names: dict[str, str], suffix: str) -> dict[str, bytes]:
-        """Every entry of the named packs (or indexes), from memory where possible, else fetched at once."""
+    def _uncached(self, session_id: str, names: dict[str, str], suffix: str) -> list[str]:
+        """Keys of the named packs (or indexes) not in memory yet."""
+        keys = [(self._pack_key(session_id, name, suffix), etag) for name, etag in names.items()]
+        return [key for key, etag in keys if self._packs.get(key, etag) is None]
+
+    def _load_packed(self, session_id: str, names: dict[str, str], suffix: str,
+                     fetched: dict[str, bytes | None] | None = None) -> dict[str, bytes]:
+        """Every entry of the named packs (or indexes): from memory, from ``fetched``, else fetched at once."""
         decode = self._decode_pack if suffix == _PACK_SUFFIX else self._decode_index
         out: dict[str, bytes] = {}
         todo: list[tuple[str, str]] = []
+        got: list[tuple[str, str, bytes | None]] = []
         for name, etag in sorted(names.items()):
             key = self._pack_key(session_id, name, suffix)
             cached = self._packs.get(key, etag)
-            if cached is None:
-                todo.append((key, etag))
-            else:
+            if cached is not None:
                 out.update(cached)
+            elif fetched is not None and key in fetched:
+                got.append((key, etag, fetched[key]))
+            else:
+                todo.append((key, etag))
         if todo:
             blobs = self._run(f"reading packs of session {session_id!r}", self._aget_many, [k for k, _ in todo])
-            for (key, etag), blob in zip(todo, blobs, strict=True):
-                if blob is None:
-                    continue  # deleted since the listing (the session is being deleted)
-                entries = decode(blob, f"s3://{self._bucket}/{key}")
-                self._packs.put(key, etag, entries)
-                out.update(entries)
+            got.extend((key, etag, blob) for (key, etag), blob in zip(todo, blobs, strict=True))
+        for key, etag, blob in got:
+            if blob is None:
+                continue  # deleted since the listing (the session is being deleted)
+            entries = decode(blob, f"s3://{self._bucket}/{key}")
+            self._packs.put(key, etag, entries)
+            out.update(entries)
         return out
 
     @staticmethod
@@ -606,9 +616,13 @@ class S3StorageProvider(RecordStorageProvider):
         fetch = [cid for cid, data in recent.items() if data is None]
         packs = {n: e for n, e in listing.packs.items() if n in listing.indexes}
         emptied = False
+        # one concurrent round: the unpacked records and the packs not in memory
+        keys = [self._record_key(sid, cid) for cid in fetch] + self._uncached(sid, packs, _PACK_SUFFIX)
+        fetched: dict[str, bytes | None] = {}
+        if keys:
+            fetched = dict(zip(keys, self._run(f"reading session {sid!r}", self._aget_many, keys), strict=True))
         if fetch:
-            blobs = self._run(f"reading session {sid!r}", self._aget_many,
-                              [self._record_key(sid, cid) for cid in fetch])
+            blobs = [fetched[self._record_key(sid, cid)] for cid in fetch]
             for cid, blob in zip(fetch, blobs, strict=True):
                 if blob:
                     view.records[cid] = blob
@@ -618,7 +632,7 @@ class S3StorageProvider(RecordStorageProvider):
         if emptied:
             fresh = self._list_session(sid, only_packs=True)
             packs = {n: e for n, e in fresh.packs.items() if n in fresh.indexes}
-        for cid, data in self._load_packed(sid, packs, _PACK_SUFFIX).items():
+        for cid, data in self._load_packed(sid, packs, _PACK_SUFFIX, fetched).items():
             view.records.setdefault(cid, data)
 
     def _remember(self, session_id: str, checkpoint_id: str, etag: str, data: bytes) -> None:

@@ -503,3 +503,16 @@ def test_a_session_rewritten_by_another_process_is_not_served_stale(s3_url: str)
 def test_an_unknown_profile_is_a_config_error(s3_server: S3Server) -> None:
     with provider_from_url(s3_server.url() + "&profile=no-such-profile") as p, pytest.raises(ProviderConfigError):
         p.list_sessions()
+
+
+def test_a_server_that_never_answers_times_out_in_seconds() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # accepts connections (the kernel does), never answers a request
+        port = listener.getsockname()[1]
+        url = f"s3://{BUCKET}/x?endpoint_url=http://127.0.0.1:{port}&read_timeout=1&max_attempts=2"
+        started = time.monotonic()
+        with provider_from_url(url) as p, pytest.raises(StorageUnavailableError) as info:
+            p.list_sessions()
+        assert time.monotonic() - started < 10
+    assert "cannot reach the endpoint (ReadTimeoutError)" in str(info.value)
