@@ -94,6 +94,7 @@ def groupchat_state(groupchat: GroupChat) -> dict[str, Any]:
         "enable_clear_history": groupchat.enable_clear_history,
         "max_retries_for_selecting_speaker": groupchat.max_retries_for_selecting_speaker,
         "role_for_select_speaker_messages": groupchat.role_for_select_speaker_messages,
+        "select_speaker_auto_llm_config": redact_llm_config(groupchat.select_speaker_auto_llm_config),
     }
 
 

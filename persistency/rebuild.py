@@ -287,6 +287,13 @@ def rebuild_chat(
     transitions = gc_state.get("allowed_or_disallowed_speaker_transitions")
     if isinstance(transitions, dict):
         transitions = {agents[k]: [agents[n] for n in v if n in agents] for k, v in transitions.items() if k in agents}
+    selector_llm = _llm_config(
+        gc_state.get("select_speaker_auto_llm_config"), "speaker selection", secrets, env, warnings
+    )
+    selector_clients = list(dict.fromkeys(_client_names(selector_llm)))
+    missing = [c for c in selector_clients if c not in clients]
+    if missing:
+        raise ResumeError(f"speaker selection: custom model client(s) {', '.join(missing)} needed; pass model_clients")
     groupchat = GroupChat(
         agents=participants,
         messages=[],
@@ -301,6 +308,8 @@ def rebuild_chat(
         enable_clear_history=bool(gc_state.get("enable_clear_history", False)),
         max_retries_for_selecting_speaker=int(gc_state.get("max_retries_for_selecting_speaker", 2)),
         role_for_select_speaker_messages=gc_state.get("role_for_select_speaker_messages", "system"),
+        select_speaker_auto_llm_config=selector_llm,
+        select_speaker_auto_model_client_cls=[clients[c] for c in selector_clients] or None,  # type: ignore[misc]
     )
     mname = str(ms.get("name", "chat_manager"))
     mllm = ms.get("llm_config", False)

@@ -160,3 +160,28 @@ def test_continue_chat_finishes_an_interrupted_run_from_storage_alone(storage_ur
 def test_continue_chat_on_an_empty_session(provider: PersistencyStorageProvider) -> None:
     with pytest.raises(ResumeError, match="no checkpoints"):
         continue_chat(provider, "nothing-here")
+
+
+def test_rebuild_keeps_the_auto_speaker_selection_model(provider: PersistencyStorageProvider) -> None:
+    from tests.helpers_ag2 import build_chat
+    from tests.test_feature_resume import CyclingSelector
+
+    config = scripted_config(["unused"], model_client_cls="CyclingSelector", api_key="sk-selector-0123456789")
+    chat = build_chat(
+        speaker_selection_method="auto",
+        groupchat_kwargs={
+            "select_speaker_auto_llm_config": config,
+            "select_speaker_auto_model_client_cls": CyclingSelector,
+        },
+    )
+    Persistency(provider, "s").attach(chat.manager)
+    chat.user.initiate_chat(chat.manager, message="hi", silent=True)
+    cp = provider.get_latest_checkpoint("s")
+    assert cp is not None
+    stored = cp.manager_state["groupchat"]["select_speaker_auto_llm_config"]
+    assert stored["config_list"][0]["api_key"] == REDACTED
+    with pytest.raises(ResumeError, match="CyclingSelector"):
+        rebuild_chat(cp)
+    rebuilt = rebuild_chat(cp, model_clients=[CyclingSelector], env={"OPENAI_API_KEY": "sk-env-0123456789"})
+    assert rebuilt.groupchat.speaker_selection_method == "auto"
+    assert rebuilt.groupchat.select_speaker_auto_model_client_cls == [CyclingSelector]
