@@ -216,6 +216,7 @@ class Run:
 
     def _end(self, reason: EndReason, exc: BaseException | None, detail: str | None) -> Checkpoint:
         end_seq = self.plan.end_seqs.get(len(self.groupchat.messages), 0) + 1
+        self._refresh_agent_states()
         return self.checkpoint(
             kind="run_end",
             end_reason=reason,
