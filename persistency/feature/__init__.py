@@ -212,37 +212,40 @@ class Persistency:
     ) -> bool:
         return self._active is None and recipient is self._manager and sender is not None and bool(messages)
 
-    def _max_run_seq(self, latest: CheckpointInfo | None) -> int:
+    @staticmethod
+    def _max_seq(latest: CheckpointInfo | None, infos: list[CheckpointInfo] | None = None) -> int | None:
+        """The greatest run number, from the latest checkpoint (or, if its id is foreign, all ``infos``)."""
         if latest is None:
             return 0
         parsed = parse_checkpoint_id(latest.checkpoint_id)
         if parsed is not None:
             return parsed[0]
-        seqs = [
-            p[0]
-            for i in self.provider.list_checkpoints(self.session_id)
-            if (p := parse_checkpoint_id(i.checkpoint_id)) is not None
-        ]
-        return max(seqs, default=0)
+        if infos is None:
+            return None  # the caller lists the session and asks again
+        return max((p[0] for i in infos if (p := parse_checkpoint_id(i.checkpoint_id)) is not None), default=0)
 
     def _plan(
         self,
         policy: ResumePolicy,
         incoming: Incoming,
         registered: GroupChat,
-        latest: CheckpointInfo | None,
-        target: Checkpoint | None,
+        loaded: tuple[CheckpointInfo | None, Checkpoint | None, int],
     ) -> RunPlan:
+        latest, target, max_seq = loaded
         return plan_run(
             policy,
             incoming=incoming,
             latest=latest,
             target=target,
-            max_run_seq=self._max_run_seq(latest),
+            max_run_seq=max_seq,
             fresh_budget=int(registered.max_round),
         )
 
-    def _load(self, policy: ResumePolicy) -> tuple[CheckpointInfo | None, Checkpoint | None]:
+    def _target_missing(self, policy: ResumePolicy, target_id: str) -> ResumeError:
+        return ResumeError(f"{policy}: no checkpoint {target_id!r} in session {self.session_id!r}")
+
+    def _load(self, policy: ResumePolicy) -> tuple[CheckpointInfo | None, Checkpoint | None, int]:
+        """What ``policy`` needs from storage (sync chats)."""
         want_latest, target_id = needs(policy)
         if want_latest:
             latest: CheckpointInfo | None = self.provider.get_latest_checkpoint(self.session_id)
@@ -254,10 +257,14 @@ class Persistency:
             try:
                 target = self.provider.get_checkpoint(self.session_id, target_id)
             except CheckpointNotFoundError as exc:
-                raise ResumeError(f"{policy}: no checkpoint {target_id!r} in session {self.session_id!r}") from exc
-        return latest, target
+                raise self._target_missing(policy, target_id) from exc
+        max_seq = self._max_seq(latest)
+        if max_seq is None:
+            max_seq = self._max_seq(latest, self.provider.list_checkpoints(self.session_id)) or 0
+        return latest, target, max_seq
 
-    async def _aload(self, policy: ResumePolicy) -> tuple[CheckpointInfo | None, Checkpoint | None]:
+    async def _aload(self, policy: ResumePolicy) -> tuple[CheckpointInfo | None, Checkpoint | None, int]:
+        """What ``policy`` needs from storage, through the provider's async twins (async chats)."""
         want_latest, target_id = needs(policy)
         if want_latest:
             latest: CheckpointInfo | None = await self.provider.aget_latest_checkpoint(self.session_id)
@@ -269,8 +276,11 @@ class Persistency:
             try:
                 target = await self.provider.aget_checkpoint(self.session_id, target_id)
             except CheckpointNotFoundError as exc:
-                raise ResumeError(f"{policy}: no checkpoint {target_id!r} in session {self.session_id!r}") from exc
-        return latest, target
+                raise self._target_missing(policy, target_id) from exc
+        max_seq = self._max_seq(latest)
+        if max_seq is None:
+            max_seq = self._max_seq(latest, await self.provider.alist_checkpoints(self.session_id)) or 0
+        return latest, target, max_seq
 
     def _start(
         self,
@@ -317,8 +327,7 @@ class Persistency:
         loop, registered = found
         policy = self._take_policy()
         incoming = Incoming(messages[-1], sender.name)
-        latest, target = self._load(policy)
-        plan = self._plan(policy, incoming, registered, latest, target)
+        plan = self._plan(policy, incoming, registered, self._load(policy))
         if plan.closing is not None:
             RunWriter(self.provider, plan.closing.parent_id, "raise").save(plan.closing)
         run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=False)
@@ -341,8 +350,7 @@ class Persistency:
         loop, registered = found
         policy = self._take_policy()
         incoming = Incoming(messages[-1], sender.name)
-        latest, target = await self._aload(policy)
-        plan = self._plan(policy, incoming, registered, latest, target)
+        plan = self._plan(policy, incoming, registered, await self._aload(policy))
         if plan.closing is not None:
             await RunWriter(self.provider, plan.closing.parent_id, "raise").asave(plan.closing)
         run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=True)
