@@ -58,6 +58,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.asyncio.retry
 import redis.cluster
+import redis.exceptions
 from redis.backoff import ExponentialBackoff
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
@@ -539,7 +540,9 @@ class RedisStorageProvider(PersistencyStorageProvider):
     # -- clients ---------------------------------------------------------------------------------------
     def _client_kwargs(self, *, is_async: bool) -> dict[str, Any]:
         retry_cls = redis.asyncio.retry.Retry if is_async else Retry
-        return {**self._redis_options, "retry": retry_cls(self._backoff, self._retries)}
+        # retry_on_error too: redis-py 5 retries only the errors it names (6+ retries these by default).
+        return {"retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+                **self._redis_options, "retry": retry_cls(self._backoff, self._retries)}
 
     @staticmethod
     def _cluster_enabled(info: dict[str, Any]) -> bool:
