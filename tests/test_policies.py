@@ -259,3 +259,15 @@ def test_every_policy_in_an_async_chat(provider: PersistencyStorageProvider) -> 
     assert runs(provider)[-1] == "run-000006"
     assert provider.get_checkpoint("s", "000005-0000004-end2").end_reason == "superseded"
     assert contents(other)[-2] == "y"
+
+
+def test_a_manager_without_the_group_chat_loop_is_refused_not_run_unrecorded(
+    provider: PersistencyStorageProvider,
+) -> None:
+    chat = build_chat(max_round=3)
+    chat.manager._reply_func_list[:] = [
+        e for e in chat.manager._reply_func_list if getattr(e["reply_func"], "__name__", "") != "run_chat"
+    ]
+    Persistency(provider, "s").attach(chat.manager)
+    with pytest.raises(PersistencyError, match="without checkpoints"):
+        chat.user.initiate_chat(chat.manager, message="hi", silent=True)

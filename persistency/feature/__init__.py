@@ -207,6 +207,17 @@ class Persistency:
                 return entry["reply_func"], entry["config"]
         return None
 
+    def _require_loop(self, manager: GroupChatManager, is_async: bool) -> tuple[Callable[..., Any], GroupChat]:
+        """The manager's group-chat loop; refuses to let a chat run unrecorded when there is none."""
+        found = self._find_loop(manager, is_async)
+        if found is None:
+            name = "a_run_chat" if is_async else "run_chat"
+            raise PersistencyError(
+                f"manager {manager.name!r} has no {name} reply function with its GroupChat; the chat would run "
+                "without checkpoints. Keep AG2's own loop registered (do not replace it) to use Persistency."
+            )
+        return found
+
     def _applies(
         self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None, sender: Agent | None
     ) -> bool:
@@ -321,10 +332,7 @@ class Persistency:
         if not self._applies(recipient, messages, sender):
             return False, None
         assert isinstance(recipient, GroupChatManager) and messages and sender is not None
-        found = self._find_loop(recipient, is_async=False)
-        if found is None:
-            return False, None
-        loop, registered = found
+        loop, registered = self._require_loop(recipient, is_async=False)
         policy = self._take_policy()
         incoming = Incoming(messages[-1], sender.name)
         plan = self._plan(policy, incoming, registered, self._load(policy))
@@ -344,10 +352,7 @@ class Persistency:
         if not self._applies(recipient, messages, sender):
             return False, None
         assert isinstance(recipient, GroupChatManager) and messages and sender is not None
-        found = self._find_loop(recipient, is_async=True)
-        if found is None:
-            return False, None
-        loop, registered = found
+        loop, registered = self._require_loop(recipient, is_async=True)
         policy = self._take_policy()
         incoming = Incoming(messages[-1], sender.name)
         plan = self._plan(policy, incoming, registered, await self._aload(policy))
