@@ -31,6 +31,8 @@ class RunTimes:
     """What one run measured (seconds)."""
 
     total: float = 0.0
+    #: CPU seconds of the whole process (every thread: the chat, an async writer, s3fs's loop)
+    cpu: float = 0.0
     step_marks: list[float] = field(default_factory=list)
     saves: list[float] = field(default_factory=list)
     messages: int = 0
@@ -140,7 +142,7 @@ def run_chat(steps: int, provider: PersistencyStorageProvider | None = None, *, 
                 kwargs["durability"] = durability
             feature = Persistency(provider, **kwargs)
         _ACTIVE.append(times)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             if feature is not None:
                 feature.attach(manager)
@@ -149,6 +151,7 @@ def run_chat(steps: int, provider: PersistencyStorageProvider | None = None, *, 
                 feature.detach()  # flushes an async writer: part of the run's cost
         finally:
             times.total = time.perf_counter() - t
+            times.cpu = time.process_time() - c
             _ACTIVE.pop()
     times.messages = len(groupchat.messages)
     return times

@@ -57,7 +57,8 @@ def _wire(backend: Backend) -> dict[str, Any] | None:
 
 
 def scenario_from_times(name: str, runs: list[RunTimes], baseline_total: float, steps: int,
-                        paired_baselines: list[float] | None = None) -> dict[str, Any]:
+                        paired_baselines: list[float] | None = None,
+                        paired_cpu: list[float] | None = None) -> dict[str, Any]:
     """The timing part of a scenario's result, pooled over its repeated runs.
 
     With ``paired_baselines`` (a run without persistence taken right before each run), the
@@ -95,6 +96,12 @@ def scenario_from_times(name: str, runs: list[RunTimes], baseline_total: float, 
             else (statistics.median(totals) / baseline_total if baseline_total else None)
         ),
         "paired_baseline_seconds": paired_baselines,
+        "cpu_seconds": [r.cpu for r in runs],
+        "cpu_ratio": (
+            statistics.median(r.cpu / b for r, b in zip(runs, paired_cpu, strict=True) if b > 0)
+            if paired_cpu and all(b > 0 for b in paired_cpu)
+            else None
+        ),
         "save_samples_first_run": runs[0].saves,
         "step_interval_samples_first_run": runs[0].step_intervals,
     }
@@ -125,9 +132,12 @@ def measure_scenario(
     wire_run: dict[str, Any] | None = None
     extra: dict[str, Any] = {}
     paired: list[float] = []
+    paired_cpu: list[float] = []
     for i in range(repeats):
         if driver == "ag2":
-            paired.append(run_chat(steps).total)  # the same chat without persistence, just before
+            bare = run_chat(steps)  # the same chat without persistence, just before
+            paired.append(bare.total)
+            paired_cpu.append(bare.cpu)
         url = backend.fresh_url(f"{name}-{i}")
         urls.append(url)
         provider = backend.make(url, **options)
@@ -142,7 +152,7 @@ def measure_scenario(
                 extra = backend.after_run(provider)
         finally:
             provider.close()
-    result = scenario_from_times(name, runs, baseline_total, steps, paired or None)
+    result = scenario_from_times(name, runs, baseline_total, steps, paired or None, paired_cpu or None)
     result.update(extra)
     result["driver"] = driver
     result["durability"] = durability

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                     result["list_sessions"][name] = {"error": f"{type(exc).__name__}: {exc}"[:160]}
 
     result["machine_end"] = machine()
-    result["targets"] = check_targets(rows, steps)
+    result["targets"] = check_targets(rows, steps, result["interleaved"])
     result["finished"] = datetime.now(timezone.utc).isoformat()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str))
