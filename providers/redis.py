@@ -650,56 +650,60 @@ class RedisStorageProvider(PersistencyStorageProvider):
             ) from exc
 
     def _run(self, plan: _Plan[_T]) -> _T:
+        """Drive ``plan`` on the sync client: send each operation, feed back its reply."""
         reply: Any = None
         while True:
             try:
                 op = plan.send(reply)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
-            client = self._client()
-            if op is _CONNECT:
-                reply = None
-                continue
-            with self._translate(op.what, op.keys if isinstance(op, _Script) else ()):
-                if isinstance(op, _Script):
-                    sha, text = _SCRIPTS[op.name]
-                    try:
-                        reply = client.execute_command("EVALSHA", sha, len(op.keys), *op.keys, *op.args)
-                    except NoScriptError:
-                        reply = client.execute_command("EVAL", text, len(op.keys), *op.keys, *op.args)
-                elif isinstance(op, _Call):
-                    reply = client.execute_command(*op.args)
-                else:
-                    pipe = client.pipeline(transaction=False)
-                    for call in op.calls:
-                        pipe.execute_command(*call.args)
-                    reply = pipe.execute()
+            reply = self._execute(self._client(), op)
 
     async def _arun(self, plan: _Plan[_T]) -> _T:
+        """Drive ``plan`` on this event loop's redis.asyncio client."""
         reply: Any = None
         while True:
             try:
                 op = plan.send(reply)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
-            client = await self._aclient()
-            if op is _CONNECT:
-                reply = None
-                continue
-            with self._translate(op.what, op.keys if isinstance(op, _Script) else ()):
-                if isinstance(op, _Script):
-                    sha, text = _SCRIPTS[op.name]
-                    try:
-                        reply = await client.execute_command("EVALSHA", sha, len(op.keys), *op.keys, *op.args)
-                    except NoScriptError:
-                        reply = await client.execute_command("EVAL", text, len(op.keys), *op.keys, *op.args)
-                elif isinstance(op, _Call):
-                    reply = await client.execute_command(*op.args)
-                else:
-                    pipe = client.pipeline(transaction=False)
-                    for call in op.calls:
-                        pipe.execute_command(*call.args)
-                    reply = await pipe.execute()
+            reply = await self._aexecute(await self._aclient(), op)
+
+    def _execute(self, client: Any, op: _Op) -> Any:
+        """One operation on the sync client (EVALSHA, falling back to EVAL; a pipeline for a batch)."""
+        if op is _CONNECT:
+            return None
+        with self._translate(op.what, op.keys if isinstance(op, _Script) else ()):
+            if isinstance(op, _Script):
+                sha, text = _SCRIPTS[op.name]
+                try:
+                    return client.execute_command("EVALSHA", sha, len(op.keys), *op.keys, *op.args)
+                except NoScriptError:
+                    return client.execute_command("EVAL", text, len(op.keys), *op.keys, *op.args)
+            if isinstance(op, _Call):
+                return client.execute_command(*op.args)
+            pipe = client.pipeline(transaction=False)
+            for call in op.calls:
+                pipe.execute_command(*call.args)
+            return pipe.execute()
+
+    async def _aexecute(self, client: Any, op: _Op) -> Any:
+        """`_execute` on a redis.asyncio client."""
+        if op is _CONNECT:
+            return None
+        with self._translate(op.what, op.keys if isinstance(op, _Script) else ()):
+            if isinstance(op, _Script):
+                sha, text = _SCRIPTS[op.name]
+                try:
+                    return await client.execute_command("EVALSHA", sha, len(op.keys), *op.keys, *op.args)
+                except NoScriptError:
+                    return await client.execute_command("EVAL", text, len(op.keys), *op.keys, *op.args)
+            if isinstance(op, _Call):
+                return await client.execute_command(*op.args)
+            pipe = client.pipeline(transaction=False)
+            for call in op.calls:
+                pipe.execute_command(*call.args)
+            return await pipe.execute()
 
     # -- decoding replies (no I/O) ------------------------------------------------------------------------
     def _decode_rows(self, keys: _Keys, sid: str, reply: Any) -> tuple[dict[str, Record], dict[str, str]]:

@@ -773,3 +773,48 @@ def test_an_encryption_key_in_the_url_is_refused_and_not_echoed() -> None:
     with pytest.raises(ProviderConfigError) as info:
         provider_from_url(f"redis://127.0.0.1:6379/0?encryption_key={key}")
     assert key not in str(info.value)
+
+
+# -- the session index under interleavings (the protocol that matters on a cluster) --------------------------
+def _step(provider: RedisStorageProvider, plan: Any, reply: Any = None) -> tuple[Any, Any]:
+    """Run the next operation of a provider plan; returns (operation, its reply), or (None, result) at the end."""
+    try:
+        op = plan.send(reply)
+    except StopIteration as stop:
+        return None, stop.value
+    return op, provider._execute(provider._client(), op)
+
+
+def _finish(provider: RedisStorageProvider, plan: Any, reply: Any) -> None:
+    op, reply = _step(provider, plan, reply)
+    while op is not None:
+        op, reply = _step(provider, plan, reply)
+
+
+def test_a_delete_between_the_index_entry_and_the_first_record_leaves_the_session_listed(url: str) -> None:
+    with provider_from_url(url) as writer, provider_from_url(url) as deleter:
+        assert isinstance(writer, RedisStorageProvider)
+        plan = writer._save_plan(make_checkpoint("racy", 1))
+        op, reply = _step(writer, plan)  # connect
+        if writer._cluster:
+            op, reply = _step(writer, plan, reply)
+            assert op.args[0] == "ZADD"  # the index entry, before the record
+        deleter.delete_session("racy")  # a delete lands before the record
+        _finish(writer, plan, reply)
+        assert writer.list_sessions() == ["racy"]
+        assert deleter.list_sessions() == ["racy"]
+
+
+def test_a_first_save_inside_a_delete_leaves_the_session_listed(url: str) -> None:
+    with provider_from_url(url) as writer, provider_from_url(url) as deleter:
+        assert isinstance(deleter, RedisStorageProvider)
+        make_chain(writer, "racy2", 2)
+        plan = deleter._delete_plan("racy2")
+        op, reply = _step(deleter, plan)  # connect
+        op, reply = _step(deleter, plan, reply)  # the session's keys are gone
+        assert op.name == "delete"
+        fresh = make_chain(writer, "racy2", 1)  # a new first save lands inside the delete
+        _finish(deleter, plan, reply)
+        assert deleter.list_sessions() == ["racy2"]
+        latest = deleter.get_latest_checkpoint("racy2")
+        assert latest is not None and latest.model_dump() == fresh[0].model_dump()
