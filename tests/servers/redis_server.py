@@ -12,10 +12,13 @@ external server instead (its keys are namespaced by a unique ``key_prefix`` per 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -99,6 +102,14 @@ class RedisProcess:
                 self.proc.wait(timeout=5)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to stop the server if pytest dies (even by SIGKILL)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_redis(workdir: Path, *extra: str, cluster: bool = False) -> RedisProcess:
     """Start a redis-server on a free loopback port in ``workdir``; wait until it answers PING."""
     binary = redis_server_binary()
@@ -112,7 +123,8 @@ def start_redis(workdir: Path, *extra: str, cluster: bool = False) -> RedisProce
         if cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
                      "--cluster-node-timeout", "5000"]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=node_dir)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=node_dir,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         server = RedisProcess(port, proc, node_dir)
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
