@@ -528,17 +528,23 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_process() -> Iterator[str]:
-    """A moto S3 server in its own process (loopback, free port) with `S3_BUCKET`; yields the endpoint."""
+def moto_process(*, set_env: bool = True) -> Iterator[str]:
+    """A moto S3 server in its own process (loopback, free port) with `S3_BUCKET`; yields the endpoint.
+
+    ``set_env`` puts moto's dummy credentials in this process's environment (for forked children).
+    """
     import botocore.session
 
-    os.environ.update(AWS_ENV)
+    if set_env:
+        os.environ.update(AWS_ENV)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        client = botocore.session.get_session().create_client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        client = botocore.session.get_session().create_client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"], aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"])
         deadline = time.monotonic() + 60
         while True:
             try:
