@@ -75,6 +75,7 @@ _INDEX_SUFFIX = ".index.gz"
 _PACK_FORMAT = "persistency-pack/1"
 _INDEX_FORMAT = "persistency-index/1"
 _NAME_SEP = "~"  # a pack is named FIRST~LAST; "~" is never part of an id
+_FANOUT = 16  # a level-n+1 pack merges the chain of 16 level-n packs
 _INFO_RANGE = 512  # bytes read for a record's info line; read on if the line is longer
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 _AUTH_CODES = frozenset({
@@ -629,8 +630,8 @@ class S3StorageProvider(RecordStorageProvider):
                     self._remember(sid, cid, listing.etags.get(cid, ""), blob)
                 elif blob is not None:
                     emptied = True  # packed since the listing
-        if emptied:
-            fresh = self._list_session(sid, only_packs=True)
+        if emptied or any(k.endswith(_PACK_SUFFIX) and v is None for k, v in fetched.items()):
+            fresh = self._list_session(sid, only_packs=True)  # packed or merged since the listing
             packs = {n: e for n, e in fresh.packs.items() if n in fresh.indexes}
         for cid, data in self._load_packed(sid, packs, _PACK_SUFFIX, fetched).items():
             view.records.setdefault(cid, data)
@@ -807,30 +808,57 @@ class S3StorageProvider(RecordStorageProvider):
                            checkpoint.session_id, checkpoint.checkpoint_id, exc)
 
     # -- compaction ----------------------------------------------------------------------------------------
-    def _crosses(self, session_id: str, checkpoint_id: str) -> tuple[bool, str | None]:
-        """Whether the record's step crosses a multiple of ``pack_every`` from its base; and its base."""
+    def _level(self, session_id: str, checkpoint_id: str) -> tuple[int, str | None]:
+        """The highest pack level whose boundary the record's step crosses from its base (-1: none); its base.
+
+        Level 0 boundaries are the multiples of ``pack_every``; level n+1 ones are every `_FANOUT`-th
+        boundary of level n. The winner of a record that crosses level n packs the chain segment back
+        to the previous crossing of level n or higher.
+        """
         rec = self._record(session_id, checkpoint_id)
-        k = self._pack_every
-        return int(rec.info["step"]) // k > rec.base_step // k, rec.base
+        step, base_step = int(rec.info["step"]), rec.base_step
+        level, size = -1, self._pack_every
+        while step // size > base_step // size:
+            level += 1
+            size *= _FANOUT
+        return level, rec.base
 
     def _maybe_pack(self, session_id: str, checkpoint_id: str) -> None:
-        crosses, base = self._crosses(session_id, checkpoint_id)
-        if not crosses:
+        level, base = self._level(session_id, checkpoint_id)
+        if level < 0:
             return
+        if level == 0:  # the segment's records are in memory: this process usually just wrote them
+            self._pack_segment(session_id, checkpoint_id, level, base)
+            return
+        with self._viewing(session_id) as view:  # merging: read the session's packs in one round
+            self._fill(view)
+            self._pack_segment(session_id, checkpoint_id, level, base)
+
+    def _pack_segment(self, session_id: str, checkpoint_id: str, level: int, base: str | None) -> None:
+        """Pack the chain from ``checkpoint_id`` back to the previous crossing of ``level`` or higher."""
         segment = [checkpoint_id]
-        while base is not None and len(segment) < 4 * self._pack_every:
-            older_crosses, older_base = self._crosses(session_id, base)
-            if older_crosses:
-                break  # the previous pack ends there
+        whole = 1  # the newest records, after the previous level-0 crossing, are still whole objects
+        packed_below = False
+        cap = 4 * self._pack_every * _FANOUT**level
+        while base is not None and len(segment) < cap:
+            older_level, older_base = self._level(session_id, base)
+            if older_level >= level:
+                break  # the previous pack of this level ends there
+            packed_below = packed_below or older_level >= 0  # from there back, smaller packs hold them
             segment.append(base)
+            whole += 0 if packed_below else 1
             base = older_base
         if len(segment) < 2:
             return
         segment.reverse()
+        tail = segment[-whole:]
         records = [self._read(session_id, cid) for cid in segment]
-        self._write_pack(session_id, f"{segment[0]}{_NAME_SEP}{segment[-1]}", segment, records)
+        name = f"{segment[0]}{_NAME_SEP}{segment[-1]}"
+        self._write_pack(session_id, name, segment, records, tail)
+        if level > 0:
+            self._drop_packs_within(session_id, set(segment), keep=name)
 
-    def _write_pack(self, session_id: str, name: str, ids: list[str], records: list[bytes]) -> None:
+    def _write_pack(self, session_id: str, name: str, ids: list[str], records: list[bytes], empty: list[str]) -> None:
         """Pack, then index (both create-only), then empty the records: each step leaves every record readable."""
         pack_header = json.dumps({"format": _PACK_FORMAT, "ids": ids, "sizes": [len(r) for r in records]})
         pack = gzip.compress(pack_header.encode() + b"\n" + b"".join(records), compresslevel=6, mtime=0)
@@ -846,8 +874,22 @@ class S3StorageProvider(RecordStorageProvider):
         etag = self._run(what, self._aput, index_key, index, True)
         if etag is not None:
             self._packs.put(index_key, etag, dict(zip(ids, infos, strict=True)))
-        keys = [self._record_key(session_id, cid) for cid in ids]
+        keys = [self._record_key(session_id, cid) for cid in empty]
         self._run(what, self._agather, [self._aput(k, b"", False) for k in keys])
+
+    def _drop_packs_within(self, session_id: str, ids: set[str], keep: str) -> None:
+        """Delete the smaller packs a merged pack now holds (readers that listed them fall back to it)."""
+        listing = self._list_session(session_id, only_packs=True)
+        doomed = []
+        for name in set(listing.packs) | set(listing.indexes):
+            first, _, last = name.partition(_NAME_SEP)
+            if name != keep and first in ids and last in ids:
+                doomed += [self._pack_key(session_id, name, _PACK_SUFFIX),
+                           self._pack_key(session_id, name, _INDEX_SUFFIX)]
+        if doomed:
+            failed = self._run(f"merging packs of session {session_id!r}", self._adelete_keys, sorted(doomed))
+            if failed:
+                logger.warning("S3 %s: %d merged packs not deleted: %s", self._display, len(failed), failed[:3])
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -516,3 +516,48 @@ def test_a_server_that_never_answers_times_out_in_seconds() -> None:
             p.list_sessions()
         assert time.monotonic() - started < 10
     assert "cannot reach the endpoint (ReadTimeoutError)" in str(info.value)
+
+
+def test_packs_merge_so_a_long_session_loads_with_few_requests(s3_server: S3Server, prefix: str) -> None:
+    # pack_every=4: level-0 packs every 4 steps, merged into a level-1 pack every 64, level-2 every 1,024
+    with _provider(s3_server, prefix, pack_every=4) as p:
+        saved, costs = _save_chain(p, s3_server, "m", 300, prefix)
+    client = s3_server.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/m/packs/")["Contents"]]
+    client.close()
+    packs = sorted(k.rsplit("/", 1)[1] for k in keys if k.endswith(".pack.gz"))
+    # four merged packs (steps 1-64, 65-128, 129-192, 193-256) and eleven small ones (257-300)
+    assert len(packs) == 4 + 11, packs
+    assert packs[0] == f"{saved[0].checkpoint_id}~{saved[63].checkpoint_id}.pack.gz"
+    assert max(costs) <= 4 + 3 + 2  # a merge writes one pack and deletes the small ones in one request
+    with _provider(s3_server, prefix, pack_every=4) as fresh:
+        mark = s3_server.mark()
+        latest = fresh.get_latest_checkpoint("m")
+        assert latest is not None
+        _same(latest, saved[-1])
+        assert len(s3_server.since(mark, prefix)) <= 1 + 15
+        for cp in saved[::37]:
+            _same(fresh.get_checkpoint("m", cp.checkpoint_id), cp)
+    with _provider(s3_server, prefix, pack_every=4) as fresh:
+        assert [i.checkpoint_id for i in fresh.list_checkpoints("m")] == [c.checkpoint_id for c in saved]
+
+
+def test_a_reader_racing_a_merge_still_loads(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    with _provider(s3_server, prefix, pack_every=4) as writer, \
+            _provider(s3_server, prefix, pack_every=4) as reader:
+        saved, _ = _save_chain(writer, s3_server, "r", 63, prefix)
+        step64 = make_checkpoint("r", 64, parent_id=saved[-1].checkpoint_id,
+                                 messages=[*saved[-1].messages, {"content": "64", "role": "user", "name": "alice"}])
+        real_list = reader._list_session
+
+        def list_then_merge(session_id: str, only_packs: bool = False) -> Any:
+            listing = real_list(session_id, only_packs)
+            if not only_packs and step64.checkpoint_id not in listing.records:
+                writer.save_checkpoint(step64)  # merges the fifteen small packs and deletes them
+            return listing
+
+        monkeypatch.setattr(reader, "_list_session", list_then_merge)
+        _same(reader.get_checkpoint("r", saved[-1].checkpoint_id), saved[-1])
+        _same(reader.get_checkpoint("r", saved[0].checkpoint_id), saved[0])
+        monkeypatch.setattr(reader, "_list_session", real_list)
+        assert len(reader.list_checkpoints("r")) == 64
