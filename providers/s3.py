@@ -18,6 +18,9 @@ Why this shape:
   pack and one index (both create-only), and only then empties the records they hold. Loading a
   session costs one listing plus one GET per pack and per record not yet packed, all concurrent;
   listing reads the small indexes and the info line (a ranged GET) of unpacked records only.
+- Packs merge in levels: the winner of the checkpoint that crosses every 16th boundary writes one
+  pack for the whole segment since the previous such crossing and deletes the small packs it
+  holds, so a session keeps a few dozen packs however long it grows.
 - Bytes stored stay near the transcript's size: a packed record is stored once, gzipped; its
   per-step object is empty.
 
