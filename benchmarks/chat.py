@@ -20,7 +20,7 @@ from typing import Any
 
 from benchmarks.stream import AGENTS, make_text, speaker_of
 from persistency.ids import checkpoint_id_for, run_id_for
-from persistency.models import Checkpoint
+from persistency.models import Checkpoint, utcnow
 from persistency.provider import PersistencyStorageProvider
 
 __all__ = ["RunTimes", "drive_provider", "feature_available", "run_chat", "time_saves"]
@@ -106,7 +106,7 @@ class _NullStream:
 def _build(steps: int) -> tuple[list[Any], Any, Any]:
     from autogen import ConversableAgent, GroupChat, GroupChatManager
 
-    agents = []
+    agents: list[Any] = []
     for name in AGENTS:
         agent = ConversableAgent(name, llm_config=False, human_input_mode="NEVER",
                                  system_message=f"You are {name}, one of three scripted speakers.")
@@ -162,7 +162,7 @@ def _checkpoint(session_id: str, messages: list[dict[str, Any]], parent: str | N
     return Checkpoint.model_construct(
         schema_version=1, checkpoint_id=checkpoint_id_for(1, step), session_id=session_id, run_id=run_id_for(1),
         parent_id=parent, step=step, kind="step", end_reason=None, error=None,
-        created_at=Checkpoint.model_fields["created_at"].default_factory(),  # type: ignore[misc]
+        created_at=utcnow(),
         metadata={"benchmark": True},
         messages=messages,
         agent_states={n: {"name": n, "system_message": f"You are {n}, one of three scripted speakers.",

@@ -124,7 +124,7 @@ def install_redis_counter() -> WireCounter:
             REDIS._add("handshake")
         else:
             REDIS._add("round_trips")
-        return send(self, command, *args, **kwargs)
+        return send(self, command, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
         out = read(self, *args, **kwargs)

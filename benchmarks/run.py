@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -164,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                     extra: dict[str, Any] = {"durability": mode}
                     if mode == "nofsync":
                         extra = {"durability": "sync", "options": {"fsync": False}}
-                    _guard(rows, label, name,
-                           lambda b=backend, lb=label, x=extra: measure_scenario(lb, b, steps, **x, **common))
+                    _guard(rows, label, name, functools.partial(measure_scenario, label, backend, steps,
+                                                                **extra, **common))
             else:
-                _guard(rows, name, name, lambda n=name, b=backend: measure_scenario(n, b, steps, **common))
+                _guard(rows, name, name, functools.partial(measure_scenario, name, backend, steps, **common))
 
         # 3. references
         if "snapshot" in args.references:
