@@ -75,10 +75,11 @@ def scenario_from_times(name: str, runs: list[RunTimes], baseline_total: float, 
         s, iv = r.saves, r.step_intervals
         saves.extend(s)
         intervals.extend(iv)
-        first_saves += s[:100]
-        last_saves += s[-100:] if len(s) >= 200 else s[100:]
-        first_int += iv[:100]
-        last_int += iv[-100:] if len(iv) >= 200 else iv[100:]
+        es, ei = min(100, len(s) // 2), min(100, len(iv) // 2)  # short runs: first and last half
+        first_saves += s[:es]
+        last_saves += s[-es:] if es else []
+        first_int += iv[:ei]
+        last_int += iv[-ei:] if ei else []
     totals = [r.total for r in runs]
     return {
         "scenario": name,
@@ -275,11 +276,12 @@ def measure_interleaved(backend: Backend, steps: int, *, window_size: int = 100)
             parents[sid] = cp.checkpoint_id
             return elapsed
 
+        window_size = min(window_size, steps // 2)
         for _ in range(max(0, steps - window_size)):
             save("long")
         short: list[float] = []
         long: list[float] = []
-        for _ in range(min(window_size, steps)):
+        for _ in range(window_size):
             short.append(save("short"))
             long.append(save("long"))
     finally:

@@ -168,12 +168,13 @@ def render(result: dict[str, Any]) -> Any:
     m = result["machine"]
     title = (f"ag2-persistency benchmark — {steps} steps, 3 agents, ~500-char messages, round robin "
              f"(driver: {result['driver']})")
+    w = min(100, steps // 2)
     end = result.get("machine_end", {})
     end_load = end.get("loadavg", ["?"])[0]
     caption = (f"{m['nproc']} cores · {m['cpu']} · {m['memory']} · Python {m['python']} · {m['disk']} · "
                f"load average {m['loadavg'][0]} at start, {end_load} at end · 1 KB write+fsync "
                f"{m.get('fsync_ms')} ms at start, {end.get('fsync_ms', '?')} ms at end (a shared machine)\n"
-               "save/step: median (and p99) ms over the first → last 100 steps (ratio of medians). "
+               f"save/step: median (and p99) ms over the first → last {w} steps (ratio of medians). "
                "e2e: chat wall time ÷ the same chat without persistence run just before it (median of the pairs), "
                "cpu: the same for the process's CPU time "
                "(LangGraph: ÷ its graph without a checkpointer). "
@@ -182,7 +183,7 @@ def render(result: dict[str, Any]) -> Any:
                "waiting for a core; Redis/S3 work runs in their servers). wire: round trips (Redis) or requests (S3) "
                "per save / for one load / for one listing. sessions: list_sessions over "
                f"{result.get('sessions', 0):,} sessions, ms (requests). A/B flat: median save at steps "
-               f"{steps - 99}..{steps} ÷ at steps 1..100, the two taken in turns on one provider (noise cancels); "
+               f"{steps - w + 1}..{steps} ÷ at steps 1..{w}, the two taken in turns on one provider (noise cancels); "
                "the flat verdict uses it.")
     table = Table(title=title, caption=caption, show_lines=False, header_style="bold")
     for col, just in (("scenario", "left"), ("save ms median", "right"), ("save ms p99", "right"),
