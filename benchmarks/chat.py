@@ -103,7 +103,7 @@ class _NullStream:
         return ""
 
 
-def _build(steps: int) -> tuple[list[Any], Any, Any]:
+def _build(steps: int, step_delay: float = 0.0) -> tuple[list[Any], Any, Any]:
     from autogen import ConversableAgent, GroupChat, GroupChatManager
 
     agents: list[Any] = []
@@ -113,6 +113,8 @@ def _build(steps: int) -> tuple[list[Any], Any, Any]:
 
         def reply(recipient: Any, messages: Any = None, sender: Any = None, config: Any = None,
                   _name: str = name) -> tuple[bool, str]:
+            if step_delay:
+                time.sleep(step_delay)  # a stand-in for a model's latency
             return True, make_text(len(messages or []), _name)
 
         agent.register_reply([ConversableAgent, None], reply, position=0)
@@ -123,15 +125,19 @@ def _build(steps: int) -> tuple[list[Any], Any, Any]:
 
 
 def run_chat(steps: int, provider: PersistencyStorageProvider | None = None, *, session_id: str = "bench",
-             durability: str | None = None) -> RunTimes:
-    """Run the scripted chat for ``steps`` messages, with the feature attached when ``provider`` is given."""
+             durability: str | None = None, step_delay: float = 0.0) -> RunTimes:
+    """Run the scripted chat for ``steps`` messages, with the feature attached when ``provider`` is given.
+
+    ``step_delay`` (seconds) makes every reply wait, as a model would: the view in which "async"
+    durability can hide a save behind the next step.
+    """
     from autogen.io.base import IOStream
 
     _patch_append()
     times = RunTimes()
     if provider is not None:
         time_saves(provider, times.saves)
-    agents, groupchat, manager = _build(steps)
+    agents, groupchat, manager = _build(steps, step_delay)
     feature = None
     with IOStream.set_default(_NullStream()):  # type: ignore[arg-type]
         if provider is not None:

@@ -125,8 +125,14 @@ def measure_scenario(
     driver: str = "ag2",
     load_repeats: int = 5,
     options: dict[str, Any] | None = None,
+    step_delay: float = 0.0,
+    storage: bool = True,
 ) -> dict[str, Any]:
-    """Run ``repeats`` chats of ``steps`` on ``backend``; measure bytes, load and list on the first."""
+    """Run ``repeats`` chats of ``steps`` on ``backend``; measure bytes, load and list on the first.
+
+    ``step_delay`` slows every reply (a model's latency); ``storage=False`` skips the bytes, load
+    and list measurements (for rows that only show a durability mode's cost).
+    """
     options = options or {}
     runs: list[RunTimes] = []
     urls: list[str] = []
@@ -136,7 +142,7 @@ def measure_scenario(
     paired_cpu: list[float] = []
     for i in range(repeats):
         if driver == "ag2":
-            bare = run_chat(steps)  # the same chat without persistence, just before
+            bare = run_chat(steps, step_delay=step_delay)  # the same chat without persistence, just before
             paired.append(bare.total)
             paired_cpu.append(bare.cpu)
         url = backend.fresh_url(f"{name}-{i}")
@@ -145,7 +151,8 @@ def measure_scenario(
         try:
             with _count(backend) if i == 0 else contextlib.nullcontext():
                 if driver == "ag2":
-                    runs.append(run_chat(steps, provider, session_id="bench", durability=durability))
+                    runs.append(run_chat(steps, provider, session_id="bench", durability=durability,
+                                         step_delay=step_delay))
                 else:
                     runs.append(drive_provider(steps, provider, session_id="bench"))
             if i == 0:
@@ -157,12 +164,14 @@ def measure_scenario(
     result.update(extra)
     result["driver"] = driver
     result["durability"] = durability
+    result["step_delay"] = step_delay
     url = urls[0]
     n_saves = len(runs[0].saves)
     if wire_run is not None:
         result["wire_run"] = wire_run
         result["wire_per_save"] = wire_run["round_trips"] / n_saves if n_saves else None
-    result.update(measure_storage(backend, url, steps, load_repeats=load_repeats, options=options))
+    if storage:
+        result.update(measure_storage(backend, url, steps, load_repeats=load_repeats, options=options))
     for u in urls:
         backend.cleanup(u)
     return result

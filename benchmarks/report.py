@@ -131,7 +131,7 @@ def check_targets(rows: list[dict[str, Any]], steps: int,
         if backend not in OURS or r.get("error"):
             continue
         res: dict[str, Any] = {}
-        if r.get("durability") in (None, "sync") and "fsync off" not in name:
+        if r.get("durability") in (None, "sync") and "fsync off" not in name and not r.get("step_delay"):
             ratio = r["save"].get("ratio")
             ab = (interleaved.get(backend) or {}).get("ratio")
             judged = ab if ab is not None else ratio
@@ -219,7 +219,7 @@ def render(result: dict[str, Any]) -> Any:
         list_cell = "—" if not lst else f"{_ms(lst['median'])} ({lst.get('count', '?')})"
         if r.get("list_reads_payloads"):
             list_cell += " payload!"
-        default_row = r.get("durability") in (None, "sync") and "fsync off" not in name
+        default_row = r.get("durability") in (None, "sync") and "fsync off" not in name and not r.get("step_delay")
         s = sessions.get(r.get("backend", ""), {}) if default_row else {}
         s_cell = "—"
         if s.get("median") is not None:

@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--driver", choices=("auto", "ag2", "provider"), default="auto",
                    help="ag2: the scripted group chat with Persistency; provider: the same checkpoints saved "
                         "straight into the provider; auto: ag2 when persistency.Persistency exists")
+    p.add_argument("--slow-step-ms", type=float, default=5.0,
+                   help="also run sync and async on the filesystem and S3 with replies that take this long, "
+                        "as a model's would (0 skips; default 5)")
     p.add_argument("--no-interleaved", action="store_true",
                    help="skip the interleaved first/last-100 save check per provider")
     p.add_argument("--workdir", type=Path, default=None, help="where local stores go (default: a temp folder)")
@@ -169,6 +172,18 @@ def main(argv: list[str] | None = None) -> int:
                                                                 **extra, **common))
             else:
                 _guard(rows, name, name, functools.partial(measure_scenario, name, backend, steps, **common))
+
+        # 2b. durability modes where a step takes time, as with a model: can "async" hide the save?
+        if args.slow_step_ms > 0 and driver == "ag2":
+            delay = args.slow_step_ms / 1000
+            for name in ("filesystem", "s3"):
+                if name not in backends:
+                    continue
+                for mode in ("sync", "async"):
+                    label = f"{name} ({mode}, {args.slow_step_ms:g} ms steps)"
+                    _guard(rows, label, name, functools.partial(
+                        measure_scenario, label, backends[name], steps, durability=mode, step_delay=delay,
+                        storage=False, **{**common, "repeats": 1}))
 
         # 3. references
         if "snapshot" in args.references:
