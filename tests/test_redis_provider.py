@@ -231,16 +231,18 @@ def test_ttl_is_set_on_every_key_and_refreshed_by_every_save(url: str, admin: An
 
 
 def test_ttl_from_the_url_and_expired_sessions_leave_the_index(url: str, admin: Any) -> None:
-    with provider_from_url(f"{url}&ttl=1") as p:
+    with provider_from_url(f"{url}&ttl=60") as p:
         make_chain(p, "short-lived", 1)
+        keys = session_keys(admin, url, "short-lived")
+        assert keys and all(50_000 < admin.pttl(k) <= 60_000 for k in keys)
         with provider_from_url(url) as keeper:
             make_chain(keeper, "kept", 1)
             assert p.list_sessions() == ["kept", "short-lived"]
-            deadline = time.monotonic() + 10
-            while session_keys(admin, url, "short-lived") and time.monotonic() < deadline:
-                time.sleep(0.1)
+            for k in keys:  # the TTL runs out (now, rather than in a minute)
+                admin.pexpire(k, 1)
+            time.sleep(0.05)
             assert p.list_sessions() == ["kept"]
-            assert admin.zrange(f"{prefix_of(url)}:sessions", 0, -1) == [b"kept"]
+            assert admin.zrange(f"{prefix_of(url)}:sessions", 0, -1) == [b"kept"]  # pruned from the index
 
 
 def test_delete_removes_every_key_and_the_index_entry(provider: RedisStorageProvider, url: str, admin: Any) -> None:
@@ -589,7 +591,7 @@ async def test_async_twins_do_not_block_the_loop(url: str, admin: Any) -> None:
         task.cancel()
         assert latest is not None and latest.model_dump(mode="json") == chain[-1].model_dump(mode="json")
         assert waited >= 0.3
-        assert ticks >= 15, ticks  # the loop kept running while the load waited on the server
+        assert ticks >= 5, ticks  # the loop kept running while the load waited (a blocked loop ticks 0-1 times)
         assert n[0] <= 3
         with round_trips() as n:
             await p.asave_checkpoint(make_checkpoint("aio", 21, parent_id=parent))
