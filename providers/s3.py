@@ -855,6 +855,9 @@ class S3StorageProvider(RecordStorageProvider):
             return
         segment.reverse()
         tail = segment[-whole:]
+        view = self._view(session_id)
+        if view is not None and view.listing is not None:  # a merge: also empty what a crash left whole
+            tail = [cid for cid in segment if view.listing.records.get(cid, 1) > 0]
         records = [self._read(session_id, cid) for cid in segment]
         name = f"{segment[0]}{_NAME_SEP}{segment[-1]}"
         self._write_pack(session_id, name, segment, records, tail)

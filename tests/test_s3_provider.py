@@ -77,6 +77,22 @@ def _save_chain(provider: S3StorageProvider, server: S3Server, sid: str, steps: 
     return saved, costs
 
 
+def _save_chain_from(provider: S3StorageProvider, sid: str, last: Checkpoint,
+                     until: int) -> list[Checkpoint]:
+    """Continue a chain of ~500-character messages from ``last`` up to step ``until``."""
+    rng = random.Random(last.step)
+    msgs = list(last.messages)
+    saved: list[Checkpoint] = []
+    parent = last.checkpoint_id
+    for step in range(last.step + 1, until + 1):
+        msgs.append(_message(rng, step - 1))
+        cp = make_checkpoint(sid, step, parent_id=parent, messages=list(msgs))
+        provider.save_checkpoint(cp)
+        saved.append(cp)
+        parent = cp.checkpoint_id
+    return saved
+
+
 def _same(a: Checkpoint, b: Checkpoint) -> None:
     assert a.model_dump(mode="json") == b.model_dump(mode="json")
 
@@ -273,6 +289,15 @@ def test_a_crash_between_pack_and_emptying_loses_nothing(
         for cp in saved:
             _same(fresh.get_checkpoint("c", cp.checkpoint_id), cp)
         assert len(fresh.list_checkpoints("c")) == 20
+        # the merge at step 128 (16 packs of 8) empties what the crashes left whole
+        more = _save_chain_from(fresh, "c", saved[-1], 128)
+    client = s3_server.client()
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/c/checkpoints/")["Contents"]
+    client.close()
+    assert len(listed) == 128 and all(o["Size"] == 0 for o in listed)
+    with _provider(s3_server, prefix, pack_every=8) as fresh:
+        for cp in [*saved, *more][::9]:
+            _same(fresh.get_checkpoint("c", cp.checkpoint_id), cp)
 
 
 def test_a_reader_racing_compaction_still_loads(
