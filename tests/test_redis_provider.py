@@ -821,3 +821,48 @@ def test_a_first_save_inside_a_delete_leaves_the_session_listed(url: str) -> Non
         assert deleter.list_sessions() == ["racy2"]
         latest = deleter.get_latest_checkpoint("racy2")
         assert latest is not None and latest.model_dump() == fresh[0].model_dump()
+
+
+# -- a cluster primary failing over --------------------------------------------------------------------------
+def test_a_primary_failing_over_loses_no_acknowledged_checkpoint(tmp_path: Any) -> None:
+    """Kill the primary that holds a session: saves fail typed or succeed, and once the replica has
+    taken over, every acknowledged checkpoint loads and the chain goes on."""
+    from tests.servers.redis_server import start_cluster
+
+    nodes = start_cluster(tmp_path, nodes=3, replicas=1, node_timeout_ms=1000)
+    try:
+        prefix = "fo"
+        on_second = (f"s{i}" for i in range(1000) if 5461 <= key_slot(f"{prefix}:{{s{i}}}:ids".encode()) < 10922)
+        sid = next(on_second)
+        url = f"{nodes[0].url}?key_prefix={prefix}"  # the seed node stays up; the session lives on nodes[1]
+        with provider_from_url(url, retries=6, retry_backoff_cap=0.5) as p:
+            acked = make_chain(p, sid, 5)
+            time.sleep(0.3)  # replicated (asynchronously) before the crash
+            nodes[1].proc.kill()
+            outcomes: list[str] = []
+            deadline = time.monotonic() + 60
+            while len(acked) < 15 and time.monotonic() < deadline:
+                msgs = [*acked[-1].messages, {"content": f"after {len(acked)}", "role": "user", "name": "bob"}]
+                cp = make_checkpoint(sid, acked[-1].step + 1, parent_id=acked[-1].checkpoint_id, messages=msgs)
+                try:
+                    p.save_checkpoint(cp)
+                    outcomes.append("ok")
+                except StorageUnavailableError:
+                    outcomes.append("unavailable")
+                    time.sleep(0.2)
+                    continue
+                except CheckpointConflictError:  # an earlier attempt landed but its reply was lost
+                    outcomes.append("conflict")
+                    if p.get_checkpoint(sid, cp.checkpoint_id).model_dump() != cp.model_dump():
+                        raise
+                acked.append(cp)
+            print(f"saves during the failover: {outcomes}")
+            assert len(acked) == 15, outcomes
+        with provider_from_url(url) as fresh:
+            for cp in acked:
+                assert fresh.get_checkpoint(sid, cp.checkpoint_id).model_dump() == cp.model_dump()
+            assert [i.checkpoint_id for i in fresh.list_checkpoints(sid)] == [c.checkpoint_id for c in acked]
+            assert fresh.list_sessions() == [sid]
+    finally:
+        for node in nodes:
+            node.stop()

@@ -22,9 +22,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -121,8 +122,9 @@ def start_redis(workdir: Path, *extra: str, cluster: bool = False) -> RedisProce
         args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", str(node_dir), "--logfile", str(node_dir / "redis.log"), *extra]
         if cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
-                     "--cluster-node-timeout", "5000"]
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf")]
+            if "--cluster-node-timeout" not in extra:
+                args += ["--cluster-node-timeout", "5000"]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=node_dir,
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         server = RedisProcess(port, proc, node_dir)
@@ -143,29 +145,37 @@ def start_redis(workdir: Path, *extra: str, cluster: bool = False) -> RedisProce
     raise RuntimeError(f"could not start redis-server:\n{last_error}")
 
 
-def start_cluster(workdir: Path, nodes: int = 3) -> list[RedisProcess]:
-    """Start ``nodes`` cluster-enabled servers, split the 16384 slots among them, wait for ``ok``."""
+def start_cluster(workdir: Path, nodes: int = 3, replicas: int = 0, node_timeout_ms: int = 5000) -> list[RedisProcess]:
+    """Start a cluster: ``nodes`` primaries sharing the 16384 slots, each with ``replicas`` replicas.
+
+    Returns the primaries first, then the replicas (replica ``j`` of primary ``i`` at
+    ``nodes + i * replicas + j``); waits until every node reports ``cluster_state:ok``.
+    """
     procs: list[RedisProcess] = []
+    timeout = ("--cluster-node-timeout", str(node_timeout_ms))
     try:
-        for _ in range(nodes):
-            procs.append(start_redis(workdir, cluster=True))
+        for _ in range(nodes * (1 + replicas)):
+            procs.append(start_redis(workdir, *timeout, cluster=True))
         clients = [redis.Redis(host="127.0.0.1", port=p.port, socket_timeout=5) for p in procs]
         per = 16384 // nodes
-        for i, c in enumerate(clients):
+        for i, c in enumerate(clients[:nodes]):
             first = i * per
             last = 16383 if i == nodes - 1 else first + per - 1
             c.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
         for c in clients[1:]:
             c.execute_command("CLUSTER MEET", "127.0.0.1", procs[0].port)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            infos = [c.execute_command("CLUSTER INFO") for c in clients]
-            if all(str(i.get("cluster_state")) == "ok" and int(i.get("cluster_known_nodes", 0)) == nodes
-                   for i in infos):
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"cluster did not reach cluster_state:ok: {infos}")
+        _wait_cluster(clients, "all nodes to meet", lambda i: int(i.get("cluster_known_nodes", 0)) == len(procs))
+        for i in range(nodes):
+            primary_id = clients[i].execute_command("CLUSTER MYID")
+            for j in range(replicas):
+                clients[nodes + i * replicas + j].execute_command("CLUSTER REPLICATE", primary_id)
+        _wait_cluster(clients, "cluster_state:ok", lambda i: str(i.get("cluster_state")) == "ok")
+        for c in clients[nodes:]:  # replicas in sync with their primary
+            deadline = time.monotonic() + 30
+            while c.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("a replica did not sync with its primary")
+                time.sleep(0.1)
         for c in clients:
             c.close()
         return procs
@@ -173,6 +183,16 @@ def start_cluster(workdir: Path, nodes: int = 3) -> list[RedisProcess]:
         for p in procs:
             p.stop()
         raise
+
+
+def _wait_cluster(clients: list[redis.Redis], what: str, ok: Callable[[dict[str, Any]], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        infos = [c.execute_command("CLUSTER INFO") for c in clients]
+        if all(ok(i) for i in infos):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"cluster: gave up waiting for {what}: {infos}")
 
 
 def _with_prefix(base_url: str) -> str:
