@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import re
 import secrets
 import threading
@@ -99,6 +100,7 @@ _T = TypeVar("_T")
 DEFAULT_KEY_PREFIX = "persistency"
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._:@+=/|-]{1,200}")
 _COMPRESS_MIN = 256
+_MAX_TTL = 10 * 365 * 86400
 _DEFAULTS: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0}
 
 
@@ -125,9 +127,9 @@ def _parse_ttl(value: object) -> float | None:
     elif isinstance(value, str) and value.strip().lower() in ("", "none", "0"):
         return None
     else:
-        seconds = float(value)  # type: ignore[arg-type]
-    if seconds < 0:
-        raise ValueError("must be >= 0 seconds")
+        seconds = _parse_seconds(value)
+    if not 0 <= seconds <= _MAX_TTL:
+        raise ValueError(f"must be between 0 and {_MAX_TTL} seconds")
     return seconds or None
 
 
@@ -149,15 +151,15 @@ def _parse_compression(value: object) -> str:
 
 def _parse_int(value: object) -> int:
     n: int = int(value)  # type: ignore[call-overload]
-    if n < 0:
-        raise ValueError("must be >= 0")
+    if not 0 <= n <= 10_000_000:
+        raise ValueError("must be between 0 and 10,000,000")
     return n
 
 
 def _parse_seconds(value: object) -> float:
     x = float(value)  # type: ignore[arg-type]
-    if x < 0:
-        raise ValueError("must be >= 0")
+    if not math.isfinite(x) or x < 0:
+        raise ValueError("must be a finite number >= 0")
     return x
 
 
@@ -519,7 +521,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         try:
             probe = redis.Redis.from_url(self._client_url, **self._redis_options)
             probe.connection_pool.make_connection()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RedisError) as exc:
             raise ProviderConfigError(f"bad Redis options for {self.url!r}: {self._scrub(str(exc))}") from exc
 
     # -- keys and names --------------------------------------------------------------------------------
