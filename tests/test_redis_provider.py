@@ -462,6 +462,9 @@ def test_wrong_password_is_a_typed_error_without_the_password(url: str) -> None:
     [
         "redis://127.0.0.1:notaport/0",
         "redis://127.0.0.1:6379/0?ttl=soon",
+        "redis://127.0.0.1:6379/0?ttl=INF",
+        "redis://127.0.0.1:6379/0?retry_backoff_cap=nan",
+        "redis://127.0.0.1:99999/0",
         "redis://127.0.0.1:6379/0?cluster=maybe",
         "redis://127.0.0.1:6379/0?key_prefix=%7Bbrace%7D",
         "redis://127.0.0.1:6379/0?no_such_option=1",
