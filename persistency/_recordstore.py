@@ -117,7 +117,8 @@ class RecordStorageProvider(PersistencyStorageProvider):
         where = self._where(session_id, checkpoint_id)
         rec = decode_record(self._read(session_id, checkpoint_id), where, self._cipher)
         self._check_identity(rec.info, session_id, checkpoint_id, where)
-        self._records.put(key, dataclasses.replace(rec, messages=[], stripped=True))
+        if not messages:  # a transcript's chain is read once; caching it would only churn the cache
+            self._records.put(key, dataclasses.replace(rec, messages=[], stripped=True))
         return rec
 
     @staticmethod

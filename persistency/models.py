@@ -105,7 +105,10 @@ def migrate(info: dict[str, Any], payload: dict[str, Any] | None, where: str) ->
     dict[str, Any], dict[str, Any] | None
 ]:
     """Bring a raw record up to `SCHEMA_VERSION`; refuse a newer one with `UnsupportedSchemaError`."""
-    version = check_schema_version(info.get("schema_version"), where)
+    version = info.get("schema_version")
+    if version == SCHEMA_VERSION and type(version) is int:
+        return info, payload  # the common case, on every record read
+    version = check_schema_version(version, where)
     while version < SCHEMA_VERSION:
         step = MIGRATIONS.get(version)
         if step is None:
