@@ -260,6 +260,13 @@ def test_an_index_entry_without_a_session_is_not_listed(provider: RedisStoragePr
     assert provider.list_sessions() == ["real"]
 
 
+def test_listing_never_reads_a_payload(provider: RedisStorageProvider, url: str, admin: Any) -> None:
+    chain = make_chain(provider, "lst", 6)
+    admin.delete(f"{prefix_of(url)}:{{lst}}:payload")  # listing must not notice
+    assert [i.checkpoint_id for i in provider.list_checkpoints("lst")] == [c.checkpoint_id for c in chain]
+    assert [i.metadata for i in provider.list_checkpoints("lst", limit=2)] == [c.metadata for c in chain[-2:]]
+
+
 def test_keyword_options_win_over_the_url(url: str, admin: Any) -> None:
     with provider_from_url(url, key_prefix="kw-" + uuid.uuid4().hex) as p:
         assert isinstance(p, RedisStorageProvider)
