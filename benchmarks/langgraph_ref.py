@@ -146,8 +146,8 @@ def run_langgraph(steps: int, workdir: Path, repeats: int = 5, baseline_runs: in
         "bytes_ratio": stored / tj,
         "load_latest": {"median": statistics.median(loads), "samples": loads,
                         "cpu_median": statistics.median(load_cpu)},
-        "list_checkpoints": {"median": statistics.median(lists), "samples": lists, "count": n_listed,
-                             "reads_payloads": True},
+        "list_checkpoints": {"median": statistics.median(lists), "samples": lists, "count": n_listed},
+        "list_reads_payloads": True,  # SqliteSaver.list deserializes every checkpoint's channel values
         "notes": "LangGraph's own graph loop (not AG2); overhead is against the same graph without a checkpointer; "
         "list() deserializes every checkpoint's channel values",
         "db_path_size_checked": os.path.exists(db),
