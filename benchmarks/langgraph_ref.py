@@ -131,12 +131,13 @@ def run_langgraph(steps: int, workdir: Path, repeats: int = 5, baseline_runs: in
         lists.append(time.perf_counter() - t)
         c.close()
     stored = _size(db)
+    intervals = [b - a for a, b in itertools.pairwise(marks)]
     tj = transcript_json_bytes(transcript(steps))
     return {
         "scenario": "langgraph-sqlite",
         "steps": steps,
-        "save": summarize_steps(saves),
-        "step_interval": summarize_steps([b - a for a, b in itertools.pairwise(marks)]),
+        "save": summarize_steps(saves, edge=min(100, len(saves) // 2)),
+        "step_interval": summarize_steps(intervals, edge=min(100, len(intervals) // 2)),
         "save_samples": saves,
         "total_seconds": total,
         "baseline_seconds": statistics.median(bare),
