@@ -125,8 +125,9 @@ def start_redis(workdir: Path, *extra: str, cluster: bool = False) -> RedisProce
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf")]
             if "--cluster-node-timeout" not in extra:
                 args += ["--cluster-node-timeout", "5000"]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=node_dir,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        with open(node_dir / "stderr.log", "wb") as stderr:  # the child keeps its own descriptor
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr, cwd=node_dir,
+                                    preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         server = RedisProcess(port, proc, node_dir)
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
@@ -139,7 +140,7 @@ def start_redis(workdir: Path, *extra: str, cluster: bool = False) -> RedisProce
             except redis.ConnectionError:
                 time.sleep(0.05)
         server.stop()
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        err = (node_dir / "stderr.log").read_text(errors="replace")
         log = server.log.read_text(errors="replace") if server.log.exists() else ""
         last_error = f"{' '.join(args)}\n{err}\n{log[-2000:]}"
     raise RuntimeError(f"could not start redis-server:\n{last_error}")
