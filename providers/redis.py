@@ -120,6 +120,7 @@ def _parse_bool_or_auto(value: object) -> bool | None:
 
 
 def _parse_ttl(value: object) -> float | None:
+    """``ttl``: seconds (a number, text or timedelta); None, 0 or "none" for no expiry."""
     if value is None:
         return None
     if isinstance(value, timedelta):
@@ -134,6 +135,7 @@ def _parse_ttl(value: object) -> float | None:
 
 
 def _parse_prefix(value: object) -> str:
+    """``key_prefix``: braces would break the hash tag, so they are refused."""
     text = str(value)
     if not _PREFIX_RE.fullmatch(text):
         raise ValueError("must be 1-200 characters of letters, digits and . _ : @ + = / | - (no braces)")
@@ -141,6 +143,7 @@ def _parse_prefix(value: object) -> str:
 
 
 def _parse_compression(value: object) -> str:
+    """``compression``: zlib or none."""
     text = str(value).strip().lower()
     if text in ("zlib", "true", "1", "yes", "on"):
         return "zlib"
@@ -150,6 +153,7 @@ def _parse_compression(value: object) -> str:
 
 
 def _parse_int(value: object) -> int:
+    """A non-negative count (retries, cache size)."""
     n: int = int(value)  # type: ignore[call-overload]
     if not 0 <= n <= 10_000_000:
         raise ValueError("must be between 0 and 10,000,000")
@@ -157,6 +161,7 @@ def _parse_int(value: object) -> int:
 
 
 def _parse_seconds(value: object) -> float:
+    """A finite, non-negative number of seconds."""
     x = float(value)  # type: ignore[arg-type]
     if not math.isfinite(x) or x < 0:
         raise ValueError("must be a finite number >= 0")
@@ -442,6 +447,7 @@ class _Missing(Exception):
 
 
 def _text(value: bytes | str) -> str:
+    """A reply item as text (ids are ASCII; anything else is shown, not trusted)."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
@@ -526,13 +532,16 @@ class RedisStorageProvider(PersistencyStorageProvider):
 
     # -- keys and names --------------------------------------------------------------------------------
     def _keys(self, session_id: str) -> _Keys:
+        """The session's keys: ``PREFIX:{SESSION}:...``, one hash tag, one slot."""
         base = f"{self.key_prefix}:{{{session_id}}}"
         return _Keys(f"{base}:ids", f"{base}:info", f"{base}:payload")
 
     def _where(self, keys: _Keys, checkpoint_id: str) -> str:
+        """Where a record lives, for error messages (URL without password, keys, field)."""
         return f"{self.url} keys {keys.info!r}/{keys.payload!r} field {checkpoint_id!r}"
 
     def _scrub(self, text: str) -> str:
+        """``text`` with the password masked, in case a server or library echoes it."""
         return text.replace(self._password, "****") if self._password else text
 
     def _session_keys(self, keys: _Keys) -> tuple[str, ...]:
@@ -548,9 +557,11 @@ class RedisStorageProvider(PersistencyStorageProvider):
 
     @staticmethod
     def _cluster_enabled(info: dict[str, Any]) -> bool:
+        """True if an ``INFO cluster`` reply says the server runs in cluster mode."""
         return str(info.get("cluster_enabled", "0")) == "1"
 
     def _client(self) -> Any:
+        """The sync client, created on first use (asking the server whether it is a cluster)."""
         client = self._sync
         if client is not None:
             return client
@@ -573,12 +584,14 @@ class RedisStorageProvider(PersistencyStorageProvider):
 
     @staticmethod
     def _probe_info(info: Callable[[str], Any], section: str) -> dict[str, Any]:
+        """``INFO section`` as a dict; empty when the server refuses INFO."""
         try:
             return dict(info(section))
         except ResponseError:  # INFO not allowed (managed services may restrict it): not a cluster
             return {}
 
     async def _aclient(self) -> Any:
+        """This event loop's redis.asyncio client, created on first use (async clients are per loop)."""
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is not None:
@@ -766,6 +779,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
             raise CorruptCheckpointError(f"{self.url} keys {keys.info!r}/{keys.payload!r}: {exc}") from exc
 
     def _fetch_op(self, keys: _Keys, ids: list[str], what: str) -> _Script:
+        """The script that reads ``ids`` and their bases in one round trip."""
         return _Script("fetch", keys.all, tuple(ids), what)
 
     def _resolve(self, keys: _Keys, sid: str, records: dict[str, Record],
@@ -792,6 +806,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
 
     # -- plans: the contract's logic, written once for both drivers ----------------------------------------
     def _load_plan(self, sid: str, cid: str | None) -> _Plan[Checkpoint | None]:
+        """Load ``cid`` (or the latest): one script for the chain, one more for keyframes outside it."""
         keys = self._keys(sid)
         what = f"loading {'the latest checkpoint' if cid is None else repr(cid)} of session {sid!r}"
         reply = yield _Script("load", keys.all, (cid or "",), what)
@@ -828,6 +843,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         return result
 
     def _save_plan(self, checkpoint: Checkpoint) -> _Plan[None]:
+        """Encode against the parent's lineage and write create-only; redo once if the parent changed."""
         sid = validate_id(checkpoint.session_id, "session_id")
         cid = validate_id(checkpoint.checkpoint_id, "checkpoint_id")
         pid = None if checkpoint.parent_id is None else validate_id(checkpoint.parent_id, "parent_id")
@@ -873,6 +889,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         self._lineages.put((sid, cid), (lineage, _signature(info_line, payload)))
 
     def _get_plan(self, session_id: str, checkpoint_id: str) -> _Plan[Checkpoint]:
+        """`get_checkpoint` as a plan."""
         sid = validate_id(session_id, "session_id")
         cid = validate_id(checkpoint_id, "checkpoint_id")
         cp = yield from self._load_plan(sid, cid)
@@ -881,11 +898,13 @@ class RedisStorageProvider(PersistencyStorageProvider):
         return cp
 
     def _latest_plan(self, session_id: str) -> _Plan[Checkpoint | None]:
+        """`get_latest_checkpoint` as a plan."""
         sid = validate_id(session_id, "session_id")
         return (yield from self._load_plan(sid, None))
 
     def _list_plan(self, session_id: str, run_id: str | None, limit: int | None,
                    before: str | None) -> _Plan[list[CheckpointInfo]]:
+        """Infos newest first from one script over ``info``; metadata keyframes outside the page cost one more."""
         sid = validate_id(session_id, "session_id")
         if before is not None:
             validate_id(before, "before")
@@ -925,6 +944,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         return [info_from_raw(raws[c], self._where(keys, c), fetch_info) for c in reversed(selected)]
 
     def _raw_info(self, keys: _Keys, sid: str, cid: str, line: bytes | None) -> dict[str, Any]:
+        """Decode one info line, checking it belongs where it was found."""
         where = f"{self.url} key {keys.info!r} field {cid!r}"
         if line is None:
             raise CorruptCheckpointError(f"{where}: listed in {keys.ids!r} but has no info")
@@ -935,6 +955,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         return info
 
     def _sessions_plan(self) -> _Plan[list[str]]:
+        """The index, checked against the sessions (stale entries pruned with a re-check)."""
         what = "listing sessions"
         names = yield _Call(("ZRANGE", self._index_key, 0, -1), what)
         sids = []
@@ -958,6 +979,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         return sorted(live)
 
     def _delete_plan(self, session_id: str) -> _Plan[None]:
+        """Remove the session's keys and its index entry (re-added if the session came back meanwhile)."""
         sid = validate_id(session_id, "session_id")
         keys = self._keys(sid)
         what = f"deleting session {sid!r}"
