@@ -48,7 +48,12 @@ class RunWriter:
         cp.parent_id = self.last_stored
 
     def _failed(self, cp: Checkpoint, exc: PersistencyError) -> None:
-        if self.on_error == "raise" or isinstance(exc, CheckpointConflictError):
+        if isinstance(exc, CheckpointConflictError):
+            raise CheckpointConflictError(
+                f"another worker stored checkpoint {cp.checkpoint_id!r} of session {cp.session_id!r} first: "
+                f"{cp.run_id} is theirs now, so this chat stops here ({exc})"
+            ) from exc
+        if self.on_error == "raise":
             raise exc
         self.lost.append(LostCheckpoint(cp.checkpoint_id, cp.step, str(exc)))
         log.warning("checkpoint %s of session %s was not stored: %s", cp.checkpoint_id, cp.session_id, exc)
