@@ -26,7 +26,7 @@ from typing import Any
 
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
-from persistency import Persistency, ResumePolicy, provider_from_url, rebuild_chat, termination
+from persistency import DEFAULT_URL, Persistency, ResumePolicy, provider_from_url, rebuild_chat, termination
 from persistency.scripted import ScriptedModelClient, scripted_config
 
 PROBLEM = "What is the sum of all integers from 1 to 100?"
@@ -117,7 +117,7 @@ def show_transcript(manager: GroupChatManager, since: int = 0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", default="./.persistency-demo", help="storage URL or folder (default: %(default)s)")
+    parser.add_argument("--store", default=DEFAULT_URL, help="storage URL or folder (default: %(default)s)")
     parser.add_argument("--session", default="mathchat-demo")
     args = parser.parse_args(argv)
     logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)  # "custom model client detected"

@@ -31,4 +31,4 @@ def test_mathchat_example_runs_offline(tmp_path: Path) -> None:
     assert "000002-0000009-end1    run-000002  step  9  <- run end: termination_message" in out
     assert "9 messages restored" in out
     assert out.count("5. solver:") == 1  # the crashed turn was produced once, after the restart
-    assert (tmp_path / ".persistency-demo" / "mathchat-demo" / "checkpoints").is_dir()
+    assert (tmp_path / ".persistency" / "mathchat-demo" / "checkpoints").is_dir()  # the default store
