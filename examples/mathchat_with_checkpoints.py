@@ -117,7 +117,9 @@ def show_transcript(manager: GroupChatManager, since: int = 0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", default=DEFAULT_URL, help="storage URL or folder (default: %(default)s)")
+    parser.add_argument(
+        "--store", default=None, help=f"storage URL or folder (default: $PERSISTENCY_URL, else {DEFAULT_URL})"
+    )
     parser.add_argument("--session", default="mathchat-demo")
     args = parser.parse_args(argv)
     logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)  # "custom model client detected"
@@ -134,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     provider = provider_from_url(args.store)
     provider.delete_session(args.session)  # a fresh demo every time
-    print(f"Model: {mode}.  Storage: {args.store}  Session: {args.session}")
+    store = args.store or os.environ.get("PERSISTENCY_URL") or DEFAULT_URL
+    print(f"Model: {mode}.  Storage: {store}  Session: {args.session}")
 
     print("\n1. A chat that crashes in the middle of the solver's second turn")
     student, manager = build_chat(crash_in_second_turn=True)
