@@ -55,6 +55,7 @@ from typing import Any, NoReturn
 from autogen import Agent, ConversableAgent
 
 from persistency import CheckpointConflictError, Persistency, PersistencyStorageProvider, provider_from_url
+from persistency.scripted import ScriptedModelClient, scripted_config
 from tests.helpers_ag2 import Chat, build_chat, digest, histories
 
 __all__ = [
@@ -122,16 +123,33 @@ def padded_reply(
     return reply
 
 
+#: Every campaign agent's and the manager's llm_config carries secrets; no stored byte may hold one.
+SECRET = f"S3CR3T-campaign-{uuid.uuid4().hex[:12]}"
+
+
+def secret_llm_config() -> dict[str, Any]:
+    """A scripted llm_config with a secret in the api key, a default header and the base URL's password."""
+    return scripted_config(
+        ["unused: the padded reply answers first"],
+        api_key=f"{SECRET}-key",
+        base_url=f"https://user:{SECRET}-pw@example.invalid/v1",
+        default_headers={"Authorization": f"Bearer {SECRET}-bearer", "X-Api-Key": f"{SECRET}-header"},
+    )
+
+
 def campaign_chat(
     scenario: str, *, pad: int = DEFAULT_PAD, tag: str = "", kill_at: int | None = None,
     calls: list[int] | None = None,
 ) -> Chat:
-    """`build_chat`'s three agents in round robin, each reply padded to about ``pad`` bytes."""
+    """`build_chat`'s three agents in round robin, each reply padded to about ``pad`` bytes, with secrets."""
     sc = SCENARIOS[scenario]
-    chat = build_chat(max_round=sc.max_round, silent=True)
+    chat = build_chat(max_round=sc.max_round, silent=True, llm_config=secret_llm_config(),
+                      manager_llm_config=secret_llm_config())
     reply = padded_reply(sc.terminate_at, pad, tag, kill_at, calls)
     for agent in [chat.user, *chat.agents]:
         agent.register_reply([Agent, None], reply, position=0)
+    for agent in [*chat.agents, chat.manager]:
+        agent.register_model_client(ScriptedModelClient)
     return chat
 
 
@@ -180,6 +198,88 @@ def check_store(provider: PersistencyStorageProvider, session: str, transcript: 
     return len(infos)
 
 
+def stored_values(url: str) -> list[bytes]:
+    """Every value stored under ``url``: files (temporary ones too), Redis keys, fields and values, S3 keys and
+    objects."""
+    from urllib.parse import parse_qs, urlsplit
+
+    chunks: list[bytes] = []
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    if "://" not in url:
+        for root, _, files in os.walk(url):
+            chunks += [Path(root, f).read_bytes() for f in files]
+    elif parts.scheme in ("redis", "rediss"):
+        import redis
+
+        base = url.split("?", 1)[0]
+        probe = redis.Redis.from_url(base)
+        try:
+            cluster = str(probe.info("cluster").get("cluster_enabled", "0")) == "1"
+        finally:
+            probe.close()
+        client: Any = redis.RedisCluster.from_url(base) if cluster else redis.Redis.from_url(base)
+        try:
+            for key in client.scan_iter(match=f"{query.get('key_prefix', 'persistency')}:*", count=1000):
+                chunks.append(key)
+                kind = client.type(key).decode()
+                if kind == "hash":
+                    for k, v in client.hgetall(key).items():
+                        chunks += [k, v]
+                elif kind == "zset":
+                    chunks += client.zrange(key, 0, -1)
+                elif kind == "string":
+                    chunks.append(client.get(key) or b"")
+                else:
+                    chunks.append(repr(client.dump(key)).encode())
+        finally:
+            client.close()
+    elif parts.scheme == "s3":
+        import botocore.session
+
+        c = botocore.session.get_session().create_client(
+            "s3", endpoint_url=query["endpoint_url"], region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing")
+        try:
+            prefix = parts.path.strip("/") + "/"
+            for page in c.get_paginator("list_objects_v2").paginate(Bucket=parts.netloc, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    chunks.append(obj["Key"].encode())
+                    chunks.append(c.get_object(Bucket=parts.netloc, Key=obj["Key"])["Body"].read())
+        finally:
+            c.close()
+    else:
+        raise ValueError(f"cannot scan {url}")
+    return chunks
+
+
+def _expanded(value: bytes) -> bytes:
+    """``value`` and, when it holds compressed data (a gzipped pack, a Redis zlib payload after its header
+    line), its decompressed form too."""
+    import gzip
+    import zlib
+
+    out = [value]
+    if value.startswith(b"\x1f\x8b"):
+        with contextlib.suppress(OSError, EOFError, zlib.error):
+            out.append(gzip.decompress(value))
+    for body in (value, value.partition(b"\n")[2]):
+        with contextlib.suppress(zlib.error):
+            out.append(zlib.decompress(body))
+    return b"\n".join(out)
+
+
+def scan_for_secrets(url: str) -> int:
+    """Raise `CampaignError` if any stored value (decompressed too) holds a campaign secret; the bytes scanned."""
+    scanned = 0
+    for value in stored_values(url):
+        data = _expanded(value)
+        scanned += len(data)
+        if SECRET.encode() in data:
+            raise CampaignError(f"a secret was stored under {url}")
+    return scanned
+
+
 # -- the crash trial ---------------------------------------------------------------------------------------
 @dataclass
 class CrashResult:
@@ -198,6 +298,7 @@ class CrashResult:
     resumed_from_step: int = 0
     survived: bool = False
     error: str = ""
+    secret_bytes_scanned: int = 0
     seconds: float = 0.0
 
 
@@ -352,6 +453,7 @@ def crash_trial(
     provider = provider_from_url(url)
     try:
         r.stored_after_kill = check_store(provider, session, transcript)
+        r.secret_bytes_scanned = scan_for_secrets(url)  # also what a torn write left behind
         latest = provider.get_latest_checkpoint(session)
         r.resumed_from_step = latest.step if latest is not None else 0
         if latest is not None and latest.run_complete:  # killed after its run end was stored
@@ -373,6 +475,7 @@ def crash_trial(
             if calls != list(range(first, SCENARIOS[r.scenario].n + 1)):
                 raise CampaignError(f"{session}: resumed from step {r.resumed_from_step} but produced {calls}")
         check_store(provider, session, transcript)
+        r.secret_bytes_scanned += scan_for_secrets(url)
         r.survived = True
     finally:
         provider.close()
@@ -644,6 +747,9 @@ def run_campaign(names: list[str], kills: int, races: int, seed: int, pad: int, 
                 "kills_with_async_durability": sum(r.durability == "async" for r in results),
                 "random_kills_that_missed_the_run": missed,
                 "checkpoints_read_after_kills": sum(r.stored_after_kill for r in results),
+                "secret_scans": 2 * sum(r.survived for r in results),
+                "bytes_scanned_for_secrets": sum(r.secret_bytes_scanned for r in results),
+                "secrets_found": sum("secret was stored" in r.error for r in results),
                 "races_run": len(race_results),
                 "conflicts_correctly_reported": sum(bool(x.get("conflict_reported")) for x in race_results),
                 "trials": [asdict(r) for r in results],

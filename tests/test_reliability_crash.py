@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.campaign import CrashResult, calibrate, crash_trial
+from persistency import provider_from_url
+from persistency.testing import make_checkpoint
+from tests.campaign import SECRET, CampaignError, CrashResult, calibrate, crash_trial, scan_for_secrets
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the campaign forks its chat processes")
 
@@ -54,6 +56,24 @@ def test_sigkill_at_random_instants_then_resume_is_exact(
     results = _campaign(backend, _base_url(backend, tmp_path, request), 5, f"suite-{backend}")
     assert len(results) == 5 and all(r.survived for r in results)
     assert {r.mode for r in results} == {"in_save", "random"}
+    assert all(r.secret_bytes_scanned > 0 for r in results)  # every stored byte was scanned: no secret
+
+
+@pytest.mark.parametrize("backend", PERSISTENT)
+def test_the_secret_scan_finds_a_secret_where_one_is_stored(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Positive control: a secret written as message content (compressed in Redis, packed in S3) is found."""
+    url = _base_url(backend, tmp_path, request)
+    with provider_from_url(url) as p:
+        parent = None
+        for step in range(1, 6):  # past pack_every=4 on S3: the secret ends up in a gzipped pack too
+            msgs = [{"role": "user", "content": f"{SECRET} " + "x" * 2000}] * step
+            cp = make_checkpoint("leak", step, parent_id=parent, messages=msgs)
+            p.save_checkpoint(cp)
+            parent = cp.checkpoint_id
+    with pytest.raises(CampaignError, match="secret"):
+        scan_for_secrets(url)
 
 
 @pytest.mark.campaign
