@@ -813,14 +813,19 @@ class RedisStorageProvider(PersistencyStorageProvider):
         if not reply:
             return None
         head_id = _text(reply[0][0])
-        records, _ = self._decode_rows(keys, sid, reply)
+        records, sigs = self._decode_rows(keys, sid, reply)
         head = records[head_id]
         missing = [r for r in _refs(head) if r not in records]
         if missing:
             missing = [self._referenced_id(keys, r) for r in missing]
             got, _ = self._decode_rows(keys, sid, (yield self._fetch_op(keys, missing, what)))
             records.update(got)
-        return (yield from self._resolve(keys, sid, records, lambda fetch: materialize(head, fetch)))
+        checkpoint = yield from self._resolve(keys, sid, records, lambda fetch: materialize(head, fetch))
+        # A worker that resumes loads the latest checkpoint and then saves its child: keep what that
+        # save needs (from records already here, no I/O), so the first save after a resume is one trip.
+        lineage = yield from self._resolve(keys, sid, records, lambda fetch: lineage_of(head, fetch))
+        self._lineages.put((sid, head_id), (lineage, sigs[head_id]))
+        return checkpoint
 
     def _lineage_plan(self, sid: str, keys: _Keys, pid: str, cid: str, *, cached: bool) -> _Plan[tuple[Lineage, str]]:
         """What the encoder needs of the parent, and its signature; from the cache when allowed."""

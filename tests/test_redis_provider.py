@@ -206,6 +206,15 @@ def test_a_save_in_a_new_process_reads_its_parent_once(provider: RedisStoragePro
         assert got.step == 53 and got.messages[:50] == chain[-1].messages
     finally:
         other.close()
+    resumed = RedisStorageProvider(provider.url)  # a worker resuming: load the latest, then continue
+    try:
+        latest = resumed.get_latest_checkpoint("cold")
+        assert latest is not None
+        with round_trips() as n:
+            make_chain(resumed, "cold", 1, start=latest)
+        assert n[0] == 1
+    finally:
+        resumed.close()
 
 
 # -- keys: slots, TTL, delete ---------------------------------------------------------------------------
