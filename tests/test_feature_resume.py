@@ -276,3 +276,48 @@ def test_auto_speaker_selection_resumes_exactly(is_async: bool) -> None:
         Persistency(provider, f"s{k}").attach(resumed.manager)
         start(resumed, is_async=is_async)
         assert resumed.transcript() == ref.transcript() and histories(resumed) == histories(ref), k
+
+
+def test_consecutive_auto_reply_limits_count_on_after_a_resume() -> None:
+    """AG2 stops an agent after max_consecutive_auto_reply replies; a resumed run must stop it at the same step."""
+    from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
+
+    def chat(crash_at: int | None = None) -> Chat:
+        user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER", default_auto_reply="go on")
+        solver = ConversableAgent(
+            "solver",
+            llm_config=scripted_config([f"step {i}" for i in range(9)]),
+            human_input_mode="NEVER",
+            max_consecutive_auto_reply=2,
+        )
+        solver.register_model_client(ScriptedModelClient)
+        checker = ConversableAgent(
+            "checker", llm_config=scripted_config([f"ok {i}" for i in range(9)]), human_input_mode="NEVER"
+        )
+        checker.register_model_client(ScriptedModelClient)
+        if crash_at is not None:
+
+            def crash(recipient: Any, messages: Any = None, sender: Agent | None = None, config: Any = None) -> Any:
+                if len(messages or []) + 1 == crash_at:
+                    raise Crash("down")
+                return False, None
+
+            checker.register_reply([Agent, None], crash, position=0)
+        gc = GroupChat([user, solver, checker], messages=[], max_round=12, speaker_selection_method="round_robin")
+        return Chat(user, [solver, checker], gc, GroupChatManager(gc, name="manager", llm_config=False, silent=True))
+
+    provider = provider_from_url(f"memory://limit-{uuid.uuid4().hex}")
+    ref = chat()
+    Persistency(provider, "ref").attach(ref.manager)
+    start(ref, is_async=False)
+    assert len(ref.groupchat.messages) == 7  # the solver's third turn (step 8) gives no reply: the chat ends
+    end = provider.get_latest_checkpoint("ref")
+    assert end is not None and end.manager_state["end_detail"]
+    stopped = chat(crash_at=6)
+    Persistency(provider, "s").attach(stopped.manager)
+    with pytest.raises(Crash):
+        start(stopped, is_async=False)
+    resumed = chat()
+    Persistency(provider, "s").attach(resumed.manager)
+    start(resumed, is_async=False)
+    assert resumed.transcript() == ref.transcript()

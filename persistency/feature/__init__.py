@@ -317,6 +317,11 @@ class Persistency:
             intro = plan.opening_step if registered.send_introductions else None
             start = restore_histories(manager, registered, agents, plan.history, pending=plan.pending, intro_step=intro)
             assert start is not None
+            counts = plan.source.manager_state.get("auto_replies") if plan.source is not None else None
+            for name, count in (counts or {}).items():
+                agent = agents.get(name)
+                if isinstance(agent, ConversableAgent) and isinstance(count, int):
+                    agent._consecutive_auto_reply_counter[manager] = count
             loop_messages, loop_sender = [start], speaker
         else:
             restore_histories(manager, registered, agents, plan.history, keep_opening_from=sender)

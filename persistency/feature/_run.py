@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from autogen import Agent, GroupChat, GroupChatManager
+from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
 from persistency._capture import agent_state, manager_base_state
 from persistency.errors import CheckpointConflictError, PersistencyError
@@ -70,6 +70,7 @@ class Run:
         self.agent_states = {a.name: agent_state(a, participant=a.name in participants) for a in everyone}
         # What may change during a run (hooks that update system messages): checked per step by identity.
         self._watched = [(a, a.name in participants, _volatile(a)) for a in everyone]
+        self._counted = [a for a in everyone if isinstance(a, ConversableAgent) and a is not manager]
         self.manager_base = manager_base_state(manager, registered)
         self.manager_base.update(
             {
@@ -120,6 +121,9 @@ class Run:
         state = dict(self.manager_base)
         state["rounds_used"] = step - self.plan.base_step
         state["last_speaker"] = self.last_speaker
+        # AG2 counts each agent's consecutive auto-replies (max_consecutive_auto_reply, human input in
+        # TERMINATE mode); a continued run must count on from the same numbers. O(agents).
+        state["auto_replies"] = {a.name: a._consecutive_auto_reply_counter.get(self.manager, 0) for a in self._counted}
         if detail is not None:
             state["end_detail"] = detail
         return Checkpoint.model_construct(
