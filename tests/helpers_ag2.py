@@ -3,6 +3,13 @@
 Each scripted agent replies with a line that names the step it is producing and a digest of its own
 conversation history, so two runs give equal transcripts only if every agent saw exactly the same
 history. `Faults` stops a run at a chosen step: by an exception, or by SIGKILL of the process.
+
+- `build_chat`: ``user`` + ``alice`` + ``bob`` in round robin (any selection method, intros, ...);
+- `build_tool_chat`: a round robin whose turns are tool calls and tool results;
+- `histories`: every agent's conversations by name, to compare two runs;
+- `on_run_end`: make a provider raise or die instead of storing a run end;
+- ``python -m tests.helpers_ag2 URL SESSION KILL_AT [--async]``: a chat in its own process that
+  SIGKILLs itself before producing step KILL_AT (above 10,000: while storing its run end).
 """
 
 from __future__ import annotations
