@@ -116,6 +116,11 @@ def _fill_secrets(
                 return env[var]
         warnings.append(f"{owner}: no value for the redacted {key!r}; left out")
         return _DROP
+    if isinstance(value, str) and REDACTED in value and key is not None:  # e.g. a URL's password
+        for name in (f"{owner}.{key}", key):
+            if name in secrets:
+                return secrets[name]
+        warnings.append(f"{owner}: {key!r} has a redacted part; pass the whole value as secrets[{owner + '.' + key!r}]")
     return value
 
 

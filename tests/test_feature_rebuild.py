@@ -185,3 +185,18 @@ def test_rebuild_keeps_the_auto_speaker_selection_model(provider: PersistencySto
     rebuilt = rebuild_chat(cp, model_clients=[CyclingSelector], env={"OPENAI_API_KEY": "sk-env-0123456789"})
     assert rebuilt.groupchat.speaker_selection_method == "auto"
     assert rebuilt.groupchat.select_speaker_auto_model_client_cls == [CyclingSelector]
+
+
+def test_a_partly_redacted_value_is_replaced_from_secrets_or_reported(provider: PersistencyStorageProvider) -> None:
+    student, manager = original_chat()
+    manager.groupchat.agents[1].llm_config.config_list[0].base_url = "https://bob:pw-0123456789@llm.example/v1"
+    Persistency(provider, "s").attach(manager)
+    student.initiate_chat(manager, message="q", silent=True)
+    cp = provider.get_latest_checkpoint("s")
+    assert cp is not None
+    assert cp.agent_states["solver"]["llm_config"]["config_list"][0]["base_url"].startswith(f"https://bob:{REDACTED}@")
+    chat = rebuild_chat(cp, env={})
+    assert any("solver" in w and "base_url" in w for w in chat.warnings)
+    url = "https://bob:pw-0123456789@llm.example/v1"
+    chat = rebuild_chat(cp, env={}, secrets={"solver.base_url": url, "api_key": "sk-any-0123456789"})
+    assert str(chat.agents["solver"].llm_config.config_list[0].base_url) == url
