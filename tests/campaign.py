@@ -773,6 +773,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reliability-campaign.json")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers we started on a plain kill
+    import logging
+
+    logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)  # one line per agent built, otherwise
     figures = run_campaign([p for p in args.providers.split(",") if p], args.kills, args.races, args.seed, args.pad,
                            lambda s: print(s, flush=True))
     Path(args.out).write_text(json.dumps(figures, indent=1) + "\n")

@@ -69,11 +69,13 @@ class Proxy:
         """Listen (again, on the same port once it has one)."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        for _ in range(50):
+        for attempt in range(100):
             try:
                 listener.bind(("127.0.0.1", self.port))
                 break
             except OSError:
+                if attempt == 99:
+                    raise
                 time.sleep(0.1)
         listener.listen(64)
         self.port = int(listener.getsockname()[1])
