@@ -586,3 +586,11 @@ def test_a_reader_racing_a_merge_still_loads(s3_server: S3Server, monkeypatch: p
         _same(reader.get_checkpoint("r", saved[0].checkpoint_id), saved[0])
         monkeypatch.setattr(reader, "_list_session", real_list)
         assert len(reader.list_checkpoints("r")) == 64
+
+
+def test_the_s3a_scheme_selects_the_same_provider(s3_server: S3Server, prefix: str) -> None:
+    with provider_from_url(s3_server.url(prefix).replace("s3://", "s3a://", 1)) as p:
+        assert isinstance(p, S3StorageProvider)
+        p.save_checkpoint(make_checkpoint("s", 1))
+    with provider_from_url(s3_server.url(prefix)) as p:
+        assert p.list_sessions() == ["s"]
