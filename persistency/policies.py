@@ -69,9 +69,9 @@ class ResumePolicy:
         return cls("fresh_with_history", checkpoint_id, max_rounds)
 
     @classmethod
-    def fresh(cls) -> ResumePolicy:
+    def fresh(cls, max_rounds: int | None = None) -> ResumePolicy:
         """A new run that ignores stored history; older runs stay in the session."""
-        return cls("fresh")
+        return cls("fresh", None, max_rounds)
 
     def __str__(self) -> str:
         args = [repr(a) for a in (self.checkpoint_id,) if a is not None]

@@ -102,3 +102,7 @@ def test_resume_from_needs_the_checkpoint() -> None:
 def test_fresh_ignores_everything() -> None:
     p = plan(ResumePolicy.fresh(), latest=cp("000003-0000004", 4), max_seq=3)
     assert (p.mode, p.run_seq, p.history, p.parent_id, p.budget) == ("new", 4, [], None, 9)
+
+
+def test_fresh_with_its_own_budget() -> None:
+    assert plan(ResumePolicy.fresh(max_rounds=3)).budget == 3
