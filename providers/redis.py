@@ -178,6 +178,8 @@ _OPTIONS: dict[str, Callable[[Any], Any]] = {
     "retry_backoff_cap": _parse_seconds,
     "cache_size": _parse_int,
     "compression": _parse_compression,
+    "min_replicas": _parse_int,
+    "replica_timeout": _parse_seconds,
 }
 _OPTION_DEFAULTS: dict[str, Any] = {
     "key_prefix": DEFAULT_KEY_PREFIX,
@@ -188,6 +190,8 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "retry_backoff_cap": 1.0,
     "cache_size": 512,
     "compression": "zlib",
+    "min_replicas": 0,
+    "replica_timeout": 1.0,
 }
 #: Query parameters redis-py itself understands besides its parser table.
 _REDIS_QUERY_EXTRA = frozenset({"username", "password", "client_name", "ssl_cert_reqs", "ssl_ca_certs",
@@ -401,6 +405,8 @@ class _Script:
     keys: tuple[str, ...]
     args: tuple[str | bytes | int, ...]
     what: str
+    #: (replicas, timeout ms): also send WAIT on the same connection; the reply is then (reply, acked)
+    wait: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -477,6 +483,9 @@ class RedisStorageProvider(PersistencyStorageProvider):
             base), retries)`` for connection errors and timeouts.
         cache_size: how many parent lineages to keep, so that a save needs no read.
         compression: ``zlib`` (default) compresses payloads over 256 bytes; ``none`` stores plain JSON.
+        min_replicas, replica_timeout: after each save, ``WAIT`` (same round trip on a single node)
+            until this many replicas have it, up to ``replica_timeout`` seconds (default 1); fewer
+            raise `StorageUnavailableError` saying the checkpoint is on the primary only. 0: no wait.
         encryption_key: seal payloads with AES-256-GCM (`persistency.encryption`); listing works
             without it. Keyword (or ``PERSISTENCY_ENCRYPTION_KEY``) only, never in the URL.
         **redis_options: passed to the redis-py client (``password``, ``socket_timeout``,
@@ -507,6 +516,8 @@ class RedisStorageProvider(PersistencyStorageProvider):
                                            base=config.settings["retry_backoff_base"])
         self._cluster: bool | None = config.settings["cluster"]
         self._compress = config.settings["compression"] == "zlib"
+        replicas: int = config.settings["min_replicas"]
+        self._wait = (replicas, int(config.settings["replica_timeout"] * 1000)) if replicas else None
         self._index_key = f"{self.key_prefix}:sessions"
         self._lineages = _LRU(max(1, config.settings["cache_size"]))
         self._lock = threading.Lock()
@@ -689,6 +700,11 @@ class RedisStorageProvider(PersistencyStorageProvider):
         if op is _CONNECT:
             return None
         with self._translate(op.what, op.keys if isinstance(op, _Script) else ()):
+            if isinstance(op, _Script) and op.wait:
+                for pipe in self._script_and_wait(client, op):
+                    replies = pipe.execute(raise_on_error=False)
+                    if not isinstance(replies[0], NoScriptError):
+                        return self._waited(replies)
             if isinstance(op, _Script):
                 sha, text = _SCRIPTS[op.name]
                 try:
@@ -707,6 +723,11 @@ class RedisStorageProvider(PersistencyStorageProvider):
         if op is _CONNECT:
             return None
         with self._translate(op.what, op.keys if isinstance(op, _Script) else ()):
+            if isinstance(op, _Script) and op.wait:
+                for pipe in self._script_and_wait(client, op):
+                    replies = await pipe.execute(raise_on_error=False)
+                    if not isinstance(replies[0], NoScriptError):
+                        return self._waited(replies)
             if isinstance(op, _Script):
                 sha, text = _SCRIPTS[op.name]
                 try:
@@ -719,6 +740,29 @@ class RedisStorageProvider(PersistencyStorageProvider):
             for call in op.calls:
                 pipe.execute_command(*call.args)
             return await pipe.execute()
+
+    def _script_and_wait(self, client: Any, op: _Script) -> Iterator[Any]:
+        """Pipelines of the script then ``WAIT``, on one connection to the key's primary (EVALSHA, then EVAL).
+
+        ``WAIT`` counts the replicas that have the writes of *its own* connection, so it must follow
+        the script on the same one: a pipeline, addressed to the slot's node on a cluster.
+        """
+        assert op.wait is not None
+        sha, text = _SCRIPTS[op.name]
+        target = {"target_nodes": client.get_node_from_key(op.keys[0])} if self._cluster else {}
+        for command, script in (("EVALSHA", sha), ("EVAL", text)):
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command(command, script, len(op.keys), *op.keys, *op.args)
+            pipe.execute_command("WAIT", *op.wait, **target)
+            yield pipe
+
+    @staticmethod
+    def _waited(replies: list[Any]) -> tuple[Any, int]:
+        """(script reply, replicas that acknowledged) from a script-and-WAIT pipeline; errors raised."""
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[0], int(replies[1])
 
     # -- decoding replies (no I/O) ------------------------------------------------------------------------
     def _decode_rows(self, keys: _Keys, sid: str, reply: Any) -> tuple[dict[str, Record], dict[str, str]]:
@@ -868,11 +912,12 @@ class RedisStorageProvider(PersistencyStorageProvider):
             if self._cluster and pid is None:
                 # The index entry goes first, so a crash after the record cannot leave it unlisted.
                 yield _Call(("ZADD", self._index_key, 0, sid), f"indexing session {sid!r}")
-            status = _text((yield _Script(
+            reply = yield _Script(
                 "save", self._session_keys(keys),
                 (cid, info_line, payload, nonce, pid or "", sig, self._ttl_ms, sid),
-                what,
-            )))
+                what, self._wait,
+            )
+            status, acked = (_text(reply[0]), int(reply[1])) if self._wait else (_text(reply), 0)
             if status != "stale":
                 break
             self._lineages.drop_session(sid)  # the session was re-created under us: re-read the parent
@@ -892,6 +937,12 @@ class RedisStorageProvider(PersistencyStorageProvider):
             # Again after the record: a delete racing the first save may have removed the entry.
             yield _Call(("ZADD", self._index_key, 0, sid), f"indexing session {sid!r}")
         self._lineages.put((sid, cid), (lineage, _signature(info_line, payload)))
+        if self._wait and acked < self._wait[0]:
+            raise StorageUnavailableError(
+                f"Redis at {self.url}: checkpoint {cid!r} of session {sid!r} was written on the primary, but "
+                f"only {acked} of {self._wait[0]} replicas confirmed it within {self._wait[1]} ms; it could be "
+                "lost if the primary fails before it replicates"
+            )
 
     def _get_plan(self, session_id: str, checkpoint_id: str) -> _Plan[Checkpoint]:
         """`get_checkpoint` as a plan."""

@@ -854,8 +854,14 @@ def test_a_primary_failing_over_loses_no_acknowledged_checkpoint(tmp_path: Any) 
         on_second = (f"s{i}" for i in range(1000) if 5461 <= key_slot(f"{prefix}:{{s{i}}}:ids".encode()) < 10922)
         sid = next(on_second)
         url = f"{nodes[0].url}?key_prefix={prefix}"  # the seed node stays up; the session lives on nodes[1]
+        with provider_from_url(f"{url}&min_replicas=1&replica_timeout=0.5") as waiting:
+            acked = make_chain(waiting, sid, 4)  # each save confirmed by the slot's replica
+            with _stopped(nodes[3 + 1].proc), pytest.raises(StorageUnavailableError, match="only 0 of 1"):
+                make_chain(waiting, sid, 1, start=acked[-1])  # WAIT went to the slot's own primary
+            # that one is on the primary all the same (and, once the replica runs again, replicated)
+            acked = [waiting.get_checkpoint(sid, i.checkpoint_id) for i in waiting.list_checkpoints(sid)]
+            assert len(acked) == 5
         with provider_from_url(url, retries=6, retry_backoff_cap=0.5) as p:
-            acked = make_chain(p, sid, 5)
             time.sleep(0.3)  # replicated (asynchronously) before the crash
             nodes[1].proc.kill()
             outcomes: list[str] = []
@@ -885,3 +891,67 @@ def test_a_primary_failing_over_loses_no_acknowledged_checkpoint(tmp_path: Any) 
     finally:
         for node in nodes:
             node.stop()
+
+
+# -- waiting for replicas --------------------------------------------------------------------------------------
+@pytest.fixture
+def primary_with_replica(tmp_path: Any) -> Iterator[tuple[Any, Any]]:
+    """A standalone primary and one replica in sync with it."""
+    from tests.servers.redis_server import start_redis
+
+    primary = start_redis(tmp_path / "p", "--repl-diskless-sync-delay", "0")
+    replica = start_redis(tmp_path / "r", "--replicaof", "127.0.0.1", str(primary.port))
+    try:
+        with redis.Redis(port=replica.port) as r:
+            deadline = time.monotonic() + 30
+            while r.info("replication").get("master_link_status") != "up":
+                assert time.monotonic() < deadline, "the replica did not sync"
+                time.sleep(0.05)
+        yield primary, replica
+    finally:
+        replica.stop()
+        primary.stop()
+
+
+def _stopped(proc: Any) -> Any:
+    """Freeze a server process (SIGSTOP) for the ``with`` block: it stays connected but answers nothing."""
+    import signal
+
+    @contextmanager
+    def frozen() -> Iterator[None]:
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGCONT)
+
+    return frozen()
+
+
+def test_min_replicas_waits_on_the_writing_connection(primary_with_replica: tuple[Any, Any]) -> None:
+    primary, replica = primary_with_replica
+    url = f"{primary.url}?key_prefix=w&min_replicas=1&replica_timeout=0.5"
+    with provider_from_url(url) as p:
+        chain = make_chain(p, "wait", 2)
+        with round_trips() as n:
+            more = make_chain(p, "wait", 1, start=chain[-1])
+        assert n[0] == 1  # the script and WAIT share one pipeline
+        with _stopped(replica.proc):  # the replica cannot acknowledge: the save says so
+            with pytest.raises(StorageUnavailableError, match="written on the primary, but only 0 of 1"):
+                make_chain(p, "wait", 1, start=more[-1])
+        stored = p.get_latest_checkpoint("wait")  # it is on the primary all the same
+        assert stored is not None and stored.step == 4
+        assert make_chain(p, "wait", 1, start=stored)[0].step == 5  # and the chain goes on
+
+
+async def test_min_replicas_async(primary_with_replica: tuple[Any, Any]) -> None:
+    primary, replica = primary_with_replica
+    p = provider_from_url(f"{primary.url}?key_prefix=wa&min_replicas=1&replica_timeout=0.5")
+    try:
+        first = make_checkpoint("await", 1)
+        await p.asave_checkpoint(first)
+        with _stopped(replica.proc):
+            with pytest.raises(StorageUnavailableError, match="only 0 of 1"):
+                await p.asave_checkpoint(make_checkpoint("await", 2, parent_id=first.checkpoint_id))
+    finally:
+        await p.aclose()
