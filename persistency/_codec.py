@@ -91,7 +91,7 @@ def _find_bad_message(messages: list[dict[str, Any]], first_index: int) -> None:
         except (TypeError, ValueError, UnicodeEncodeError) as inner:
             who = msg.get("name") if isinstance(msg, dict) else None
             raise SerializationError(
-                f"message {first_index + i}{f' from {who!r}' if who else ''} cannot be stored "
+                f"the message at step {first_index + i + 1}{f' from {who!r}' if who else ''} cannot be stored "
                 f"as UTF-8 JSON: {inner}"
             ) from inner
 

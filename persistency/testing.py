@@ -324,10 +324,10 @@ class ProviderConformance:
         self, provider: PersistencyStorageProvider
     ) -> None:
         msgs = [_message(0), {"content": object(), "role": "assistant", "name": "bob"}]
-        with pytest.raises(SerializationError, match=r"message 1 from 'bob'"):
+        with pytest.raises(SerializationError, match=r"message at step 2 from 'bob'"):
             provider.save_checkpoint(make_checkpoint("ser", 2, messages=msgs))
         bad_utf8 = [{"content": "lone \ud800 surrogate", "role": "user", "name": "alice"}]
-        with pytest.raises(SerializationError, match="message 0"):
+        with pytest.raises(SerializationError, match="message at step 1"):
             provider.save_checkpoint(make_checkpoint("ser", 1, messages=bad_utf8))
         assert provider.get_latest_checkpoint("ser") is None
 

@@ -82,7 +82,7 @@ def test_unstorable_messages_are_named_at_save(tmp_path: Path, bad: dict[str, An
     p = FilesystemStorageProvider(tmp_path)
     chain = make_chain(p, "s", 2)
     msgs = [*chain[-1].messages, dict(bad, name="mallory", role="assistant")]
-    with pytest.raises(SerializationError, match=r"message 2 from 'mallory'"):
+    with pytest.raises(SerializationError, match=r"message at step 3 from 'mallory'"):
         p.save_checkpoint(make_checkpoint("s", 3, parent_id=chain[-1].checkpoint_id, messages=msgs))
     latest = p.get_latest_checkpoint("s")
     assert latest is not None and latest.checkpoint_id == chain[-1].checkpoint_id

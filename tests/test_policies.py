@@ -210,7 +210,7 @@ def test_a_message_that_is_not_json_stops_the_chat_with_a_clear_error(provider: 
 
     chat.agents[1].register_reply([Agent, None], bad, position=0)
     Persistency(provider, "s").attach(chat.manager)
-    with pytest.raises(SerializationError, match="message 2 from 'bob'"):
+    with pytest.raises(SerializationError, match="message at step 3 from 'bob'"):
         chat.user.initiate_chat(chat.manager, message="hello", silent=True)
     assert provider.get_latest_checkpoint("s").step == 2  # type: ignore[union-attr]
 
