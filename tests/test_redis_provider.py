@@ -844,8 +844,9 @@ def test_a_first_save_inside_a_delete_leaves_the_session_listed(url: str) -> Non
 
 # -- a cluster primary failing over --------------------------------------------------------------------------
 def test_a_primary_failing_over_loses_no_acknowledged_checkpoint(tmp_path: Any) -> None:
-    """Kill the primary that holds a session: saves fail typed or succeed, and once the replica has
-    taken over, every acknowledged checkpoint loads and the chain goes on."""
+    """On a cluster with replicas: with ``min_replicas=1`` saves wait for the slot's replica (sync and
+    async) and fail typed while it is frozen; then kill the primary that holds the session: saves fail
+    typed or succeed, and once the replica has taken over every acknowledged checkpoint loads."""
     from tests.servers.redis_server import start_cluster
 
     nodes = start_cluster(tmp_path, nodes=3, replicas=1, node_timeout_ms=1000)
@@ -861,6 +862,22 @@ def test_a_primary_failing_over_loses_no_acknowledged_checkpoint(tmp_path: Any) 
             # that one is on the primary all the same (and, once the replica runs again, replicated)
             acked = [waiting.get_checkpoint(sid, i.checkpoint_id) for i in waiting.list_checkpoints(sid)]
             assert len(acked) == 5
+
+            async def the_same_async() -> None:
+                a = provider_from_url(f"{url}&min_replicas=1&replica_timeout=0.5")
+                try:
+                    nxt = make_checkpoint(sid, 6, parent_id=acked[-1].checkpoint_id,
+                                          messages=[*acked[-1].messages, {"content": "6", "role": "user"}])
+                    await a.asave_checkpoint(nxt)
+                    with _stopped(nodes[3 + 1].proc), pytest.raises(StorageUnavailableError, match="only 0 of 1"):
+                        await a.asave_checkpoint(make_checkpoint(
+                            sid, 7, parent_id=nxt.checkpoint_id, messages=[*nxt.messages, {"content": "7"}]))
+                finally:
+                    await a.aclose()
+
+            asyncio.run(the_same_async())
+            acked = [waiting.get_checkpoint(sid, i.checkpoint_id) for i in waiting.list_checkpoints(sid)]
+            assert len(acked) == 7
         with provider_from_url(url, retries=6, retry_backoff_cap=0.5) as p:
             time.sleep(0.3)  # replicated (asynchronously) before the crash
             nodes[1].proc.kill()
