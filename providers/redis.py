@@ -31,6 +31,10 @@ after the keys and puts it back if a concurrent writer re-created the session, a
 ``list_sessions`` checks every entry against its session (entries of sessions whose TTL ran out
 are pruned the same way). The index itself has no TTL.
 
+Replication is asynchronous; ``min_replicas`` makes each save also ``WAIT`` (on the writing
+connection, in the same pipeline) until that many replicas have it, so a failover cannot lose an
+acknowledged checkpoint.
+
 Redis errors are translated at this boundary: connection, timeout, auth and permission errors
 become `StorageUnavailableError` naming the URL without its password; damaged bytes become
 `CorruptCheckpointError` naming the key. Transient errors are retried by redis-py's own
