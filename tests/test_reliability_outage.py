@@ -116,7 +116,7 @@ class Proxy:
                         return  # the reply is lost with the connection
                     else:
                         client.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # reset by blip()/stop() from another thread (ValueError: fd -1)
             return
         finally:
             with self._lock:
