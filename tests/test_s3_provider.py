@@ -594,3 +594,10 @@ def test_the_s3a_scheme_selects_the_same_provider(s3_server: S3Server, prefix: s
         p.save_checkpoint(make_checkpoint("s", 1))
     with provider_from_url(s3_server.url(prefix)) as p:
         assert p.list_sessions() == ["s"]
+
+
+def test_a_url_without_an_endpoint_still_stays_on_loopback(s3_server: S3Server, prefix: str) -> None:
+    mark = s3_server.mark()
+    with provider_from_url(f"s3://{BUCKET}/{prefix}") as p:  # the fixture's AWS_ENDPOINT_URL_S3 applies
+        p.save_checkpoint(make_checkpoint("s", 1))
+    assert len(s3_server.since(mark, prefix)) == 1

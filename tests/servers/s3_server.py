@@ -4,7 +4,7 @@ The session fixture ``s3_server`` starts moto's WSGI app in a thread (port 0, so
 free port and nothing races for it), creates a bucket, and sets dummy AWS credentials in the
 environment for the test session only (restored afterwards; shared config files are pointed
 away so no real profile is read). Every URL the fixtures hand out names the endpoint
-explicitly, so nothing ever reaches AWS.
+explicitly, and ``AWS_ENDPOINT_URL_S3`` points at moto too, so nothing ever reaches AWS.
 
 Two things the tests need from the server that moto does not do on its own:
 
@@ -112,7 +112,7 @@ _ENV = {
     "AWS_CONFIG_FILE": "/nonexistent/persistency-tests/aws-config",
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/persistency-tests/aws-credentials",
 }
-_UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ROLE_ARN",
+_UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN",
           "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
           "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
 
@@ -134,6 +134,9 @@ def s3_server() -> Iterator[S3Server]:
         app = _serialized(DomainDispatcherApplication(create_backend_app), placeholder)
         httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
         placeholder.endpoint = f"http://127.0.0.1:{httpd.server_port}"
+        # a safety net: a client built without an endpoint still talks to moto, never to AWS
+        mp.setenv("AWS_ENDPOINT_URL", placeholder.endpoint)
+        mp.setenv("AWS_ENDPOINT_URL_S3", placeholder.endpoint)
         thread = threading.Thread(target=httpd.serve_forever, name="moto-s3", daemon=True)
         thread.start()
         try:
