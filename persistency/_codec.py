@@ -2,11 +2,12 @@
 
 A checkpoint is stored as one *record*: two lines of JSON that together are one JSON object::
 
-    {"info":{...the CheckpointInfo fields...},
-    "payload":{"base":PARENT,"base_step":N,"messages":[...new messages...],"agent_states":...}}
+    {"info":{...the CheckpointInfo fields, None values left out...},
+    "payload":{"format":1,"base_step":N,"messages":[...new messages...],"agent_states":...}}
 
 - Messages are appended, never rewritten: a record keeps only ``messages[base_step:]``, and the
-  rest is its base's transcript (normally the parent's). Storage grows with the transcript, and a
+  rest is its base's transcript: the parent's, or ``"base"`` when it differs (``null`` for a
+  transcript that did not extend its parent's and is stored whole). Storage grows with the transcript, and a
   save costs the same at step 1,000 as at step 10.
 - ``agent_states``, ``manager_state`` and ``metadata`` are stored either in full (a *keyframe*)
   or as the keys that changed against the nearest keyframe, so refs never chain.
@@ -154,16 +155,18 @@ def encode_record(
         encoded[name] = enc
         new_keyframes[name] = (checkpoint.checkpoint_id, value) if "full" in enc else keyframes[name]
 
-    info: dict[str, Any] = {f: getattr(checkpoint, f) for f in _INFO_FIELDS}
+    # None-valued fields (parent_id, end_reason, error) are left out: they are the defaults on read.
+    info: dict[str, Any] = {f: v for f in _INFO_FIELDS if (v := getattr(checkpoint, f)) is not None}
     info["created_at"] = checkpoint.created_at.isoformat()
     info["metadata"] = encoded.pop("metadata")
     try:
         info_json = _dumps(info)
         payload = (
-            '{"format":%d,"base":%s,"base_step":%d,"messages":%s,"agent_states":%s,"manager_state":%s}'
+            '{"format":%d,%s"base_step":%d,"messages":%s,"agent_states":%s,"manager_state":%s}'
             % (
                 FORMAT,
-                _dumps(base_id),
+                # the base is the parent unless the transcript was rewritten (then stored whole)
+                "" if base_id == checkpoint.parent_id else f'"base":{_dumps(base_id)},',
                 base_step,
                 _dump_messages(delta, base_step),
                 _dumps(encoded["agent_states"]),
@@ -257,7 +260,8 @@ def decode_record(data: bytes, where: str, cipher: PayloadCipher | None = None) 
     info = _check_info(raw_info, where)
     if p.get("format") != FORMAT:
         raise CorruptCheckpointError(f"{where}: unknown record format {p.get('format')!r}")
-    base, base_step, messages = p.get("base"), p.get("base_step"), p.get("messages")
+    base = p["base"] if "base" in p else info.get("parent_id")
+    base_step, messages = p.get("base_step"), p.get("messages")
     if not (base is None or isinstance(base, str)) or not isinstance(base_step, int) or base_step < 0:
         raise CorruptCheckpointError(f"{where}: bad base reference")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):

@@ -55,8 +55,10 @@ def test_destination_stores_deltas_against_copied_parents(tmp_path: Path) -> Non
     assert run("copy", src_url, dst_url).exit_code == 0
     last = chain[-1].checkpoint_id
     record = (tmp_path / "dst" / "long" / "checkpoints" / f"{last}.json").read_bytes()
-    payload = json.loads(record)["payload"]
-    assert payload["base"] == chain[-2].checkpoint_id
+    doc = json.loads(record)
+    payload = doc["payload"]
+    assert "base" not in payload  # the base is the parent
+    assert doc["info"]["parent_id"] == chain[-2].checkpoint_id and payload["base_step"] == 39
     assert len(payload["messages"]) == 1  # only the new message, not the whole transcript
     assert _dump(provider_from_url(dst_url)) == _dump(src)
 
