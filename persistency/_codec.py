@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from persistency import models as _models
 from persistency.errors import CorruptCheckpointError, EncryptionError, SerializationError
 from persistency.models import Checkpoint, CheckpointInfo, check_schema_version, migrate
 
@@ -255,16 +256,18 @@ def decode_record(data: bytes, where: str, cipher: PayloadCipher | None = None) 
                    where)
         if not isinstance(p, dict):
             raise CorruptCheckpointError(f"{where}: decrypted payload is not an object")
-    raw_info, migrated = migrate(raw_info, p, where)
-    p = migrated if migrated is not None else p
-    info = _check_info(raw_info, where)
+    if raw_info.get("schema_version") != _models.SCHEMA_VERSION:
+        raw_info, migrated = migrate(raw_info, p, where)
+        p = migrated if migrated is not None else p
+    _check_delta(raw_info.get("metadata"), where, "metadata")
+    info = raw_info
     if p.get("format") != FORMAT:
         raise CorruptCheckpointError(f"{where}: unknown record format {p.get('format')!r}")
     base = p["base"] if "base" in p else info.get("parent_id")
     base_step, messages = p.get("base_step"), p.get("messages")
     if not (base is None or isinstance(base, str)) or not isinstance(base_step, int) or base_step < 0:
         raise CorruptCheckpointError(f"{where}: bad base reference")
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+    if type(messages) is not list or any(type(m) is not dict for m in messages):
         raise CorruptCheckpointError(f"{where}: 'messages' is not a list of objects")
     deltas = {
         "agent_states": _check_delta(p.get("agent_states"), where, "agent_states"),
