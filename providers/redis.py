@@ -56,7 +56,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import redis
 import redis.asyncio
@@ -92,7 +92,6 @@ from persistency.errors import (
 from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
-from persistency.registry import redact_url
 
 if TYPE_CHECKING:
     from persistency.encryption import PayloadCipher
@@ -202,20 +201,63 @@ _REDIS_QUERY_EXTRA = frozenset({"username", "password", "client_name", "ssl_cert
                                 "ssl_certfile", "ssl_keyfile", "ssl_ca_path", "ssl_password"})
 
 
-_SECRET_QUERY = frozenset({"password", "encryption_key", "ssl_password"})
+#: Query options whose values are shown in messages; every other value (password, a typo of it,
+#: anything unknown) is masked, so no spelling of a secret reaches a message or a repr.
+_SHOWN_QUERY = frozenset({
+    "key_prefix", "ttl", "cluster", "retries", "retry_backoff_base", "retry_backoff_cap", "cache_size",
+    "compression", "min_replicas", "replica_timeout", "db", "socket_timeout", "socket_connect_timeout",
+    "socket_keepalive", "max_connections", "health_check_interval", "protocol", "ssl_check_hostname",
+    "ssl_cert_reqs", "client_name", "timeout", "retry_on_timeout",
+})
 
 
-def _safe_url(url: str) -> str:
-    """The URL with any password removed, from the user part and from the query."""
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(shown)
-    except ValueError:
-        return "<unparseable URL>"
-    if not parts.query:
-        return shown
-    query = [(k, "****" if k in _SECRET_QUERY else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="*:/")))
+def _redact(url: str) -> tuple[str, list[str]]:
+    """The URL safe to show, and the secret-looking pieces it left out (to scrub from other text).
+
+    Works on the raw text, not on urlsplit: a password holding an unencoded ``/``, ``?`` or ``#``
+    moves urlsplit's idea of where the host starts. Everything before the last ``@`` is user
+    information (only a plain user name is kept), a fragment is dropped, and query values are
+    shown only for `_SHOWN_QUERY` options.
+    """
+    hidden: list[str] = []
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "<not a URL>", [url]
+    user = ""
+    if "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        name, colon, secret = userinfo.partition(":")
+        if colon and not any(c in name for c in "/?#"):
+            user, hidden = f"{name}:****@", [secret]
+        else:
+            user, hidden = "****@", [userinfo]
+    rest, hash_, fragment = rest.partition("#")
+    if hash_:
+        hidden.append(fragment)
+    base, q, query = rest.partition("?")
+    shown_query = []
+    for pair in query.split("&") if q else []:
+        name, eq, value = pair.partition("=")
+        if value and name not in _SHOWN_QUERY:
+            hidden.append(value)
+            value = "****"
+        shown_query.append(f"{name}{eq}{value}")
+    shown = f"{scheme}://{user}{base}" + (f"?{'&'.join(shown_query)}" if q else "") + ("#****" if hash_ else "")
+    return shown, sorted({h for h in hidden if h}, key=len, reverse=True)
+
+
+def _scrubber(secrets: list[str]) -> Callable[[str], str]:
+    """A function masking every one of ``secrets`` in a text: whole, URL-decoded, and each piece
+    between URL delimiters (a parser's error may quote just the part it choked on)."""
+    pieces = {p for s in secrets for p in re.split(r"[/?#@&=:;]", s) if len(p) >= 3}
+    forms = sorted({f for s in {*secrets, *pieces} for f in (s, unquote(s)) if f}, key=len, reverse=True)
+
+    def scrub(text: str) -> str:
+        for form in forms:
+            text = text.replace(form, "****")
+        return text
+
+    return scrub
 
 
 @dataclass(frozen=True)
@@ -226,7 +268,7 @@ class _Config:
     client_url: str
     redis_options: dict[str, Any]
     settings: dict[str, Any]
-    password: str
+    scrub: Callable[[str], str]
 
 
 def _parse_config(url: str, options: dict[str, Any]) -> _Config:
@@ -235,13 +277,15 @@ def _parse_config(url: str, options: dict[str, Any]) -> _Config:
     The keyword wins over the URL. redis-py lets the URL win, so whatever a keyword overrides is
     taken out of the URL that redis-py sees. Raises `ProviderConfigError` naming the bad option.
     """
-    shown = _safe_url(url)
+    shown, hidden = _redact(url)
+    secret_values = [str(options[k]) for k in ("password",) if options.get(k)]
+    scrub = _scrubber(hidden + secret_values)
     try:
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         username, password, _ = parts.username, parts.password, parts.port
     except ValueError as exc:
-        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {exc}") from exc
+        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {scrub(str(exc))}") from exc
     options = dict(options)
     ours = dict(q for q in query if q[0] in _OPTIONS)
     settings: dict[str, Any] = {}
@@ -250,7 +294,7 @@ def _parse_config(url: str, options: dict[str, Any]) -> _Config:
         try:
             settings[name] = parser(raw) if raw is not None else None
         except (TypeError, ValueError) as exc:
-            raise ProviderConfigError(f"Redis option {name}={raw!r} in {shown!r}: {exc}") from exc
+            raise ProviderConfigError(scrub(f"Redis option {name}={raw!r} in {shown!r}: {exc}")) from exc
     if any(k == "encryption_key" for k, _ in query):
         raise ProviderConfigError(
             f"{shown!r}: never put encryption_key in a URL; pass it as a keyword or set PERSISTENCY_ENCRYPTION_KEY"
@@ -277,7 +321,7 @@ def _parse_config(url: str, options: dict[str, Any]) -> _Config:
     try:
         url_kwargs: dict[str, Any] = parse_url(client_url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
-        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {exc}") from exc
+        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {scrub(str(exc))}") from exc
     for name, value in _DEFAULTS.items():
         if name not in url_kwargs and name not in redis_options:
             redis_options[name] = value
@@ -286,8 +330,8 @@ def _parse_config(url: str, options: dict[str, Any]) -> _Config:
         raise ProviderConfigError(f"{shown!r}: Redis Cluster cannot be reached over a unix socket")
     if settings["cluster"] and (redis_options.get("db") or url_kwargs.get("db") or 0) != 0:
         raise ProviderConfigError(f"{shown!r}: Redis Cluster has only database 0")
-    secret = str(redis_options.get("password") or url_kwargs.get("password") or "")
-    return _Config(shown, client_url, redis_options, settings, secret)
+    secrets = [str(redis_options.get("password") or ""), str(url_kwargs.get("password") or "")]
+    return _Config(shown, client_url, redis_options, settings, _scrubber(hidden + secrets))
 
 
 # -- Lua scripts (all keys of one session: one slot) ------------------------------------------------
@@ -514,7 +558,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         self._ttl_ms = int(self.ttl * 1000) if self.ttl else 0
         self._client_url = config.client_url
         self._redis_options = config.redis_options
-        self._password = config.password
+        self._scrub = config.scrub
         self._retries: int = config.settings["retries"]
         self._backoff = ExponentialBackoff(cap=config.settings["retry_backoff_cap"],
                                            base=config.settings["retry_backoff_base"])
@@ -554,10 +598,6 @@ class RedisStorageProvider(PersistencyStorageProvider):
     def _where(self, keys: _Keys, checkpoint_id: str) -> str:
         """Where a record lives, for error messages (URL without password, keys, field)."""
         return f"{self.url} keys {keys.info!r}/{keys.payload!r} field {checkpoint_id!r}"
-
-    def _scrub(self, text: str) -> str:
-        """``text`` with the password masked, in case a server or library echoes it."""
-        return text.replace(self._password, "****") if self._password else text
 
     def _session_keys(self, keys: _Keys) -> tuple[str, ...]:
         """The keys a session script names: the index too on a single node, where it is atomic."""

@@ -494,6 +494,28 @@ def test_malformed_url_is_a_config_error(bad: str) -> None:
     _assert_clean(info.value)
 
 
+@pytest.mark.parametrize("bad", [
+    f"redis://:{SECRET}#x@127.0.0.1:6379/0",
+    f"redis://u:{SECRET}?x@127.0.0.1:6379/0",
+    f"redis://u:{SECRET}/x@127.0.0.1:6379/0",
+    f"redis://127.0.0.1:6379/0#?password={SECRET}",
+    f"redis://127.0.0.1:6379/0?pasword={SECRET}",
+    f"redis://127.0.0.1:6379/0??password={SECRET}",
+    f"redis://{SECRET}@127.0.0.1:6379/0",
+    f"redis://u:{SECRET.replace('-', '%2D')}@127.0.0.1:notaport/0",
+])
+def test_a_password_is_never_echoed_however_the_url_mangles_it(bad: str) -> None:
+    """A password with an unencoded / ? #, under a mistyped name, or percent-encoded stays out of
+    every message and repr (the display URL is built from the raw text, not from urlsplit)."""
+    try:
+        p = provider_from_url(bad)
+    except ProviderConfigError as exc:
+        _assert_clean(exc)
+        return
+    assert SECRET not in repr(p) and SECRET not in p.url
+    p.close()
+
+
 def test_unknown_keyword_option_is_a_config_error() -> None:
     with pytest.raises(ProviderConfigError):
         provider_from_url("redis://127.0.0.1:6379/0", not_an_option=1)
