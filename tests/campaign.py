@@ -483,8 +483,13 @@ def crash_trial(
     return r
 
 
-def calibrate(url: str, session: str, *, pad: int = DEFAULT_PAD) -> float:
-    """Seconds an uninterrupted child run takes on ``url`` (from ready to exit), the longest scenario."""
+def calibrate(url: str, session: str, *, pad: int = DEFAULT_PAD, runs: int = 3) -> float:
+    """Seconds an uninterrupted child run takes on ``url`` (from ready to exit): the median of ``runs``."""
+    times = sorted(_calibration_run(url, f"{session}-{i}", pad) for i in range(runs))
+    return times[len(times) // 2]
+
+
+def _calibration_run(url: str, session: str, pad: int) -> float:
     rfd, wfd = os.pipe()
     r = CrashResult(provider="", mode="", scenario="max_rounds", is_async=False, durability="sync", seed=0)
     pid = os.fork()
@@ -762,6 +767,19 @@ def run_campaign(names: list[str], kills: int, races: int, seed: int, pad: int, 
     return figures
 
 
+def dump_figures(figures: dict[str, Any]) -> str:
+    """The figures as JSON: readable summary, one line per trial."""
+    trials = {name: f.pop("trials") for name, f in figures["providers"].items()}
+    text = json.dumps(figures, indent=1)
+    for name, f in figures["providers"].items():
+        f["trials"] = trials[name]
+    lines = json.loads(text)
+    lines["trials"] = "@@TRIALS@@"
+    out = json.dumps(lines, indent=1)
+    body = ",\n".join(f"  {json.dumps(t)}" for name in trials for t in trials[name])
+    return out.replace('"@@TRIALS@@"', "[\n" + body + "\n ]") + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m tests.campaign``: run the campaign, print a summary, write the figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -778,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)  # one line per agent built, otherwise
     figures = run_campaign([p for p in args.providers.split(",") if p], args.kills, args.races, args.seed, args.pad,
                            lambda s: print(s, flush=True))
-    Path(args.out).write_text(json.dumps(figures, indent=1) + "\n")
+    Path(args.out).write_text(dump_figures(figures))
     for name, f in figures["providers"].items():
         print(f"{name:14} kills {f['kills_survived']}/{f['kills_tried']} survived "
               f"({f['kills_mid_save']} mid-save), races {f['conflicts_correctly_reported']}/{f['races_run']}")
