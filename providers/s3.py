@@ -430,9 +430,27 @@ class S3StorageProvider(RecordStorageProvider):
             # 412: the key exists. 409: another conditional write of the same key is in flight
             # (AWS tells the loser to retry, which could only end in 412): both are a lost race.
             if create and (code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)):
-                return None
+                return await self._aown_write(key, data)
             raise
         return str(resp.get("ETag", ""))
+
+    async def _aown_write(self, key: str, data: bytes) -> str | None:
+        """After a refused create-only PUT: the ETag if the stored object is byte for byte ours, else None.
+
+        botocore retries a PUT whose reply was lost; the retry is refused because the first attempt
+        stored the object. Records carry their creation time to the microsecond, so another writer's
+        record never matches ours: a match is our own write, not a lost race.
+        """
+        try:
+            resp = await self._fs._call_s3("get_object", Bucket=self._bucket, Key=key)
+            body = resp["Body"]
+            try:
+                stored = bytes(await body.read())
+            finally:
+                body.close()
+        except Exception:  # any failure to prove it ours leaves it a conflict
+            return None
+        return str(resp.get("ETag", "")) if stored == data else None
 
     async def _alist(self, prefix: str, delimiter: str = "") -> tuple[list[dict[str, Any]], list[str]]:
         """Every object under ``prefix`` (Key, Size, ETag), and the common prefixes for ``delimiter``."""
