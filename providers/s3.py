@@ -45,6 +45,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
@@ -71,6 +72,7 @@ logger = logging.getLogger("persistency.s3")
 T = TypeVar("T")
 
 _RECORDS = "checkpoints/"
+_WRITER_META = "persistency-writer"
 _PACKS = "packs/"
 _RECORD_SUFFIX = ".json"
 _PACK_SUFFIX = ".pack.gz"
@@ -422,35 +424,32 @@ class S3StorageProvider(RecordStorageProvider):
 
     async def _aput(self, key: str, data: bytes, create: bool) -> str | None:
         """Store ``data``; with ``create`` only if the key is new. The ETag, or None when it existed."""
-        extra = {"IfNoneMatch": "*"} if create else {}
+        extra: dict[str, Any] = {}
+        if create:
+            # A token per save, sent as object metadata: botocore retries the very same request, so a
+            # retried PUT whose first attempt was stored (its reply lost) can recognise its own object.
+            extra = {"IfNoneMatch": "*", "Metadata": {_WRITER_META: uuid.uuid4().hex}}
         try:
             resp = await self._fs._call_s3("put_object", Bucket=self._bucket, Key=key, Body=data, **extra)
         except Exception as exc:
             code, status = _error_code(exc)
             # 412: the key exists. 409: another conditional write of the same key is in flight
-            # (AWS tells the loser to retry, which could only end in 412): both are a lost race.
+            # (AWS tells the loser to retry, which could only end in 412): both are a lost race,
+            # unless the object there is our own first attempt.
             if create and (code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)):
-                return await self._aown_write(key, data)
+                return await self._aown_write(key, extra["Metadata"][_WRITER_META])
             raise
         return str(resp.get("ETag", ""))
 
-    async def _aown_write(self, key: str, data: bytes) -> str | None:
-        """After a refused create-only PUT: the ETag if the stored object is byte for byte ours, else None.
-
-        botocore retries a PUT whose reply was lost; the retry is refused because the first attempt
-        stored the object. Records carry their creation time to the microsecond, so another writer's
-        record never matches ours: a match is our own write, not a lost race.
-        """
+    async def _aown_write(self, key: str, token: str) -> str | None:
+        """After a refused create-only PUT: the object's ETag if this very save stored it, else None."""
         try:
-            resp = await self._fs._call_s3("get_object", Bucket=self._bucket, Key=key)
-            body = resp["Body"]
-            try:
-                stored = bytes(await body.read())
-            finally:
-                body.close()
+            head = await self._fs._call_s3("head_object", Bucket=self._bucket, Key=key)
         except Exception:  # any failure to prove it ours leaves it a conflict
             return None
-        return str(resp.get("ETag", "")) if stored == data else None
+        if head.get("Metadata", {}).get(_WRITER_META) == token:
+            return str(head.get("ETag", ""))
+        return None
 
     async def _alist(self, prefix: str, delimiter: str = "") -> tuple[list[dict[str, Any]], list[str]]:
         """Every object under ``prefix`` (Key, Size, ETag), and the common prefixes for ``delimiter``."""
