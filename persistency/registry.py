@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -122,14 +123,23 @@ def provider_from_url(url: str | os.PathLike[str] | None = None, **options: Any)
 
 
 def redact_url(url: str) -> str:
-    """The URL without any password (``scheme://user:****@host``)."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The URL without any password: ``scheme://user:****@host/...``.
 
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    Works on the raw text, not on a URL parser's idea of it: a password holding an unencoded ``/``,
+    ``?``, ``#`` or ``@`` ends a parser's netloc early and would leak. Everything between the
+    user name and the last ``@`` is masked, and so are query values named like secrets.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if "@" in rest:
+        userinfo, _, hostpart = rest.rpartition("@")
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        rest = f"{user}:****@{hostpart}" if ":" in userinfo else f"****@{hostpart}"
+    rest = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=****", rest)
+    return f"{scheme}{sep}{rest}"
+
+
+_SECRET_QUERY = re.compile(
+    r"(?i)(?<![a-z_])([a-z_]*(?:password|passwd|secret|token|credentials?)|[a-z_]*_key|key)=[^&#]*"
+)

@@ -93,3 +93,22 @@ def test_a_plugin_that_is_not_a_provider_is_refused(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
     with pytest.raises(ProviderConfigError, match="not a PersistencyStorageProvider"):
         provider_from_url("bogus://x")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:p4ss#w0rd@127.0.0.1:6379/0",
+        "redis://u:p4ss?w0rd@127.0.0.1:6379/0",
+        "redis://u:p4ss/w0rd@127.0.0.1:6379/0",
+        "redis://u:p4ss@w0rd@127.0.0.1:6379/0",
+        "redis://127.0.0.1:6379/0?password=p4ssw0rd&key_prefix=app",
+        "s3://bucket/prefix?key=p4ssw0rd&secret=p4ssw0rd",
+        "redis://127.0.0.1/0?encryption_key=p4ssw0rd",
+    ],
+)
+def test_redact_url_masks_passwords_a_parser_would_miss(url: str) -> None:
+    shown = redact_url(url)
+    assert "p4ss" not in shown and "w0rd" not in shown
+    assert "127.0.0.1" in shown or "bucket" in shown
+    assert "key_prefix=app" in shown or "key_prefix" not in url
