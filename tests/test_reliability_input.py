@@ -239,16 +239,6 @@ def test_malformed_redis_urls_are_config_errors_without_the_password(netloc: str
         _constructs_or_config_error(f"{scheme}://127.0.0.1:6399/{path}?password={SECRET}&{query}")
 
 
-REDACT_BUG = (
-    "persistency/registry.py redact_url (used by providers/redis.py for messages and repr): a password with an "
-    "unencoded '#', '?' or '/' is not seen by urlsplit (the netloc ends there), and a password given under a "
-    "mistyped or mangled query name is not masked either, so the raw secret reaches ProviderConfigError "
-    "messages and repr(); fix: mask everything between 'scheme://user:' and the last '@' when urlsplit finds "
-    "no password, and never echo query values in messages (names only)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=REDACT_BUG)
 @pytest.mark.parametrize("url", [
     f"redis://:{SECRET}#x@127.0.0.1:6379/0",
     f"redis://u:{SECRET}?x@127.0.0.1:6379/0",

@@ -369,17 +369,7 @@ def test_a_transient_blip_is_absorbed(backend: str, own_redis: RedisProcess, own
         proxy.stop()
 
 
-S3_LOST_REPLY_BUG = (
-    "providers/s3.py _aput/_write_new: botocore retries a PutObject whose 200 reply was lost; the retry gets "
-    "412 (the first attempt stored it) and the provider reports CheckpointConflictError, so the feature "
-    "abandons its own run. Fix: on 412/409 for a create-only put, compare the stored object's ETag (or bytes) "
-    "with what was sent and treat a match as success."
-)
-
-
-@pytest.mark.parametrize(
-    "backend", ["redis", pytest.param("s3", marks=pytest.mark.xfail(strict=True, reason=S3_LOST_REPLY_BUG))]
-)
+@pytest.mark.parametrize("backend", ["redis", "s3"])
 def test_a_save_whose_reply_is_lost_is_retried_and_the_chat_goes_on(
     backend: str, own_redis: RedisProcess, own_s3: str
 ) -> None:
