@@ -903,17 +903,20 @@ class RedisStorageProvider(PersistencyStorageProvider):
         head_id = _text(reply[0][0])
         records, sigs = self._decode_rows(keys, sid, reply)
         head = records[head_id]
-        missing = [r for r in _refs(head) if r not in records]
-        if missing:
-            missing = [self._referenced_id(keys, r) for r in missing]
-            got, _ = self._decode_rows(keys, sid, (yield self._fetch_op(keys, missing, what)))
-            records.update(got)
+        yield from self._fetch_refs(keys, sid, head, records, what)
         checkpoint = yield from self._resolve(keys, sid, records, lambda fetch: materialize(head, fetch))
         # A worker that resumes loads the latest checkpoint and then saves its child: keep what that
         # save needs (from records already here, no I/O), so the first save after a resume is one trip.
         lineage = yield from self._resolve(keys, sid, records, lambda fetch: lineage_of(head, fetch))
         self._lineages.put((sid, head_id), (lineage, sigs[head_id]))
         return checkpoint
+
+    def _fetch_refs(self, keys: _Keys, sid: str, record: Record, records: dict[str, Record], what: str) -> _Plan[None]:
+        """Add to ``records`` the keyframes ``record`` refers to that are not there yet (one trip, if any)."""
+        missing = [self._referenced_id(keys, r) for r in _refs(record) if r not in records]
+        if missing:
+            got, _ = self._decode_rows(keys, sid, (yield self._fetch_op(keys, missing, what)))
+            records.update(got)
 
     def _lineage_plan(self, sid: str, keys: _Keys, pid: str, cid: str, *, cached: bool) -> _Plan[tuple[Lineage, str]]:
         """What the encoder needs of the parent, and its signature; from the cache when allowed."""
@@ -925,11 +928,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         if pid not in records:
             raise CheckpointNotFoundError(f"checkpoint {cid!r} names parent {pid!r}, which is not in session {sid!r}")
         parent = records[pid]
-        missing = [r for r in _refs(parent) if r not in records]
-        if missing:
-            missing = [self._referenced_id(keys, r) for r in missing]
-            got, _ = self._decode_rows(keys, sid, (yield self._fetch_op(keys, missing, what)))
-            records.update(got)
+        yield from self._fetch_refs(keys, sid, parent, records, what)
         lineage = yield from self._resolve(keys, sid, records, lambda fetch: lineage_of(parent, fetch))
         result = (lineage, sigs[pid])
         self._lineages.put((sid, pid), result)

@@ -256,14 +256,21 @@ class Run:
             try:
                 self.writer.save(cp)
                 break
-            except CheckpointConflictError:
-                self._bump(cp)
-            except PersistencyError:
-                if raise_errors:
-                    raise
-                log.exception("run_end of %s in session %s not stored", self.run_id, self.feature.session_id)
-                break
+            except PersistencyError as err:
+                if not self._end_retry(cp, err, raise_errors=raise_errors):
+                    break
         self._done()
+
+    def _end_retry(self, cp: Checkpoint, err: PersistencyError, *, raise_errors: bool) -> bool:
+        """After a run_end save failed: True to try again under the next end id (a lost race for the
+        id); otherwise re-raise the error, or log it when the run's own error is what reaches the caller."""
+        if isinstance(err, CheckpointConflictError):
+            self._bump(cp)
+            return True
+        if raise_errors:
+            raise err
+        log.exception("run_end of %s in session %s not stored", self.run_id, self.feature.session_id)
+        return False
 
     async def afinish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
         """Store the run_end (async chats), through the provider's async twin."""
@@ -286,13 +293,9 @@ class Run:
             try:
                 await self.writer.asave(cp)
                 break
-            except CheckpointConflictError:
-                self._bump(cp)
-            except PersistencyError:
-                if raise_errors:
-                    raise
-                log.exception("run_end of %s in session %s not stored", self.run_id, self.feature.session_id)
-                break
+            except PersistencyError as err:
+                if not self._end_retry(cp, err, raise_errors=raise_errors):
+                    break
         self._done()
 
     def abandon(self) -> None:
