@@ -14,6 +14,7 @@ from typing import Any
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
 from persistency import termination
+from persistency.rebuild._tools import capture_functions
 from persistency.redaction import redact, redact_llm_config, secret_values
 
 __all__ = [
@@ -60,6 +61,7 @@ def agent_state(agent: Agent, *, participant: bool = True) -> dict[str, Any]:
                 "code_execution_config": redact(agent._code_execution_config),
                 "max_consecutive_auto_reply": agent._max_consecutive_auto_reply,
                 "default_auto_reply": _json_text(agent._default_auto_reply),
+                "functions": capture_functions(agent),  # p11 (#11): every function's name, description, schema
             }
         )
     return state

@@ -11,10 +11,35 @@
 
 from __future__ import annotations
 
-from persistency.rebuild._chat import RebuiltChat, rebuild_chat, recreate_agents_from_checkpoint
-from persistency.rebuild._closed import closed_reason, termination_held
-from persistency.rebuild._continue import RunFinishedError, acontinue_chat, continue_chat
-from persistency.rebuild._tools import capture_functions
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from persistency.rebuild._chat import RebuiltChat, rebuild_chat, recreate_agents_from_checkpoint
+    from persistency.rebuild._closed import closed_reason, termination_held
+    from persistency.rebuild._continue import RunFinishedError, acontinue_chat, continue_chat
+    from persistency.rebuild._tools import capture_functions
+
+# Loaded on first use: the checkpoint capture imports `_tools` from here, and `_chat` imports the
+# capture module back, so nothing may be imported eagerly by this package.
+_LAZY = {
+    "RebuiltChat": "_chat",
+    "rebuild_chat": "_chat",
+    "recreate_agents_from_checkpoint": "_chat",
+    "closed_reason": "_closed",
+    "termination_held": "_closed",
+    "RunFinishedError": "_continue",
+    "acontinue_chat": "_continue",
+    "continue_chat": "_continue",
+    "capture_functions": "_tools",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"persistency.rebuild.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'persistency.rebuild' has no attribute {name!r}")
+
 
 __all__ = [
     "RebuiltChat",
