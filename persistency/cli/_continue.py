@@ -70,13 +70,18 @@ def continue_(
                 f"run {cp.run_id} of session {session!r} is finished ({cp.end_reason}); give --message to "
                 "start the next turn"
             )
-        from persistency.rebuild import continue_chat
+        from persistency.rebuild import RunFinishedError, continue_chat
 
         before = {i.checkpoint_id for i in infos}
         try:
             with _ag2_output(verbose and not as_json):
                 chat = continue_chat(provider, session, checkpoint_id=cp.checkpoint_id, message=message,
                                      max_rounds=rounds, strict=not lenient)
+        except RunFinishedError as exc:  # its terminal step was stored, but not its end (a kill), or a finished step
+            raise ResumeError(
+                f"run {exc.run_id} of session {session!r} is finished at checkpoint {exc.checkpoint_id} "
+                f"({exc.reason}); give --message to start the next turn"
+            ) from None
         except PersistencyError:
             raise
         except Exception as exc:  # the chat itself failed (a model error, an agent's exception)

@@ -29,6 +29,13 @@ __all__ = ["RunFinishedError", "acontinue_chat", "continue_chat"]
 class RunFinishedError(ResumeError):
     """The checkpoint's run is finished at its step: continuing it needs a new message."""
 
+    def __init__(self, session_id: str, cp: Checkpoint, reason: str) -> None:
+        self.session_id, self.run_id, self.checkpoint_id, self.reason = session_id, cp.run_id, cp.checkpoint_id, reason
+        super().__init__(
+            f"run {cp.run_id} of session {session_id!r} is finished at checkpoint {cp.checkpoint_id} ({reason}); "
+            "give a message to start the next turn"
+        )
+
 
 @dataclass(frozen=True)
 class _Get:
@@ -61,13 +68,6 @@ class _Ready:
 _Plan = Generator["_Get | _List", Any, _Ready]
 
 
-def _finished(session_id: str, cp: Checkpoint, reason: str) -> RunFinishedError:
-    return RunFinishedError(
-        f"run {cp.run_id} of session {session_id!r} is finished at checkpoint {cp.checkpoint_id} ({reason}); "
-        "give a message to start the next turn"
-    )
-
-
 def _plan(
     session_id: str, checkpoint_id: str | None, message: Any, max_rounds: int | None, rebuild_kwargs: dict[str, Any]
 ) -> _Plan:
@@ -78,12 +78,12 @@ def _plan(
     ends = [i for i in infos if i.is_run_end]
     reason = closed_reason(cp, ends)
     if reason is not None and message is None:
-        raise _finished(session_id, cp, reason)
+        raise RunFinishedError(session_id, cp, reason)
     chat = rebuild_chat(cp, **rebuild_kwargs)
     if reason is None:
         reason = closed_reason(cp, ends, chat.manager._is_termination_msg)
         if reason is not None and message is None:
-            raise _finished(session_id, cp, reason)
+            raise RunFinishedError(session_id, cp, reason)
     if reason is not None:  # a new turn after a finished step: a new run from its history, never a continuation
         return _Ready(chat, message, ResumePolicy.fresh_with_history(cp.checkpoint_id, max_rounds), cp)
     if message is None:
@@ -156,25 +156,18 @@ def continue_chat(
     return ready.chat
 
 
-async def acontinue_chat(
-    provider: PersistencyStorageProvider,
-    session_id: str,
-    *,
-    checkpoint_id: str | None = None,
-    message: Any = None,
-    max_rounds: int | None = None,
-    silent: bool = True,
-    **rebuild_kwargs: Any,
-) -> RebuiltChat:
-    """Async `continue_chat` (``a_initiate_chat``; storage through the provider's async twins)."""
-    steps = _Steps(_plan(session_id, checkpoint_id, message, max_rounds, rebuild_kwargs))
+async def acontinue_chat(provider: PersistencyStorageProvider, session_id: str, **options: Any) -> RebuiltChat:
+    """Async `continue_chat`, with the same keyword arguments (``a_initiate_chat``; the provider's async twins)."""
+    silent = bool(options.pop("silent", True))
+    plan = _plan(session_id, options.pop("checkpoint_id", None), options.pop("message", None),
+                 options.pop("max_rounds", None), options)
+    steps = _Steps(plan)
     while steps.request is not None:
         steps.give(await _afetch(provider, steps.request))
     assert steps.ready is not None
-    ready, feature = steps.ready, steps.ready.attach(provider)
+    chat, feature = steps.ready.chat, steps.ready.attach(provider)
     try:
-        chat = ready.chat
-        chat.result = await chat.initiator.a_initiate_chat(chat.manager, message=ready.message, silent=silent)
+        chat.result = await chat.initiator.a_initiate_chat(chat.manager, message=steps.ready.message, silent=silent)
     finally:
         feature.detach()
-    return ready.chat
+    return chat
