@@ -6,6 +6,7 @@
 - `continue_chat` / `acontinue_chat`: rebuild and run on under a resume policy (what
   ``persistency continue`` runs); a step that ended its run is never continued without a new message;
 - `capture_functions`: the functions (tools) of an agent as JSON, stored with each agent's state;
+- `pattern_spec` / `rebuild_pattern`: an ``autogen.agentchat.group`` pattern as JSON and back;
 - `termination_held` / `closed_reason`: whether a stored step ended its run.
 """
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from persistency.rebuild._chat import RebuiltChat, rebuild_chat, recreate_agents_from_checkpoint
     from persistency.rebuild._closed import closed_reason, termination_held
     from persistency.rebuild._continue import RunFinishedError, acontinue_chat, continue_chat
+    from persistency.rebuild._pattern import pattern_spec
+    from persistency.rebuild._pattern_build import RebuiltPattern, rebuild_pattern
     from persistency.rebuild._tools import capture_functions
 
 # Loaded on first use: the checkpoint capture imports `_tools` from here, and `_chat` imports the
@@ -32,6 +35,9 @@ _LAZY = {
     "acontinue_chat": "_continue",
     "continue_chat": "_continue",
     "capture_functions": "_tools",
+    "pattern_spec": "_pattern",
+    "RebuiltPattern": "_pattern_build",
+    "rebuild_pattern": "_pattern_build",
 }
 
 
@@ -43,12 +49,15 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "RebuiltChat",
+    "RebuiltPattern",
     "RunFinishedError",
     "acontinue_chat",
     "capture_functions",
     "closed_reason",
     "continue_chat",
+    "pattern_spec",
     "rebuild_chat",
+    "rebuild_pattern",
     "recreate_agents_from_checkpoint",
     "termination_held",
 ]
