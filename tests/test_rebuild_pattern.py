@@ -67,7 +67,8 @@ def support_desk(*, llm_conditions: bool = True) -> DefaultPattern:
                     available=StringAvailableCondition(context_variable="has_invoice")),
     ])
     triage.handoffs.add_context_condition(OnContextCondition(
-        target=AgentTarget(billing), condition=ExpressionContextCondition(ContextExpression(expression="${is_billing} == True")),
+        target=AgentTarget(billing),
+        condition=ExpressionContextCondition(ContextExpression(expression="${is_billing} == True")),
         available=ExpressionAvailableCondition(ContextExpression(expression="not ${closed}")),
     ))
     triage.handoffs.set_after_work(AgentTarget(tech))
