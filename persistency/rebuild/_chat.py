@@ -46,13 +46,19 @@ class RebuiltChat:
     """Set by `continue_chat`: AG2's result of the continued chat."""
 
 
-def _selection(gc_state: Mapping[str, Any], given: Callable[..., Any] | None, problems: Problems) -> Any:
+def _selection(
+    gc_state: Mapping[str, Any], ms: Mapping[str, Any], given: Callable[..., Any] | None, problems: Problems
+) -> Any:
     method: Any = gc_state.get("speaker_selection_method", "auto")
     if isinstance(method, str):
         return method
     if given is not None:
         return given
     name = method.get("custom") if isinstance(method, Mapping) else method
+    if "pattern" in ms:  # the transition function of an AG2 pattern: rebuild the pattern instead
+        problems.lossy(f"this is a pattern session (selection {name!r}); rebuild it with rebuild_pattern(checkpoint)",
+                       "'auto' used")
+        return "auto"
     problems.lossy(
         f"the group chat used custom speaker selection {name!r}; pass speaker_selection_method=", "'auto' used"
     )
@@ -151,7 +157,7 @@ def rebuild_chat(
     missing = [str(n) for n in [*gc_state.get("agents", []), ms["initiator"]] if n not in agents]
     if missing:
         raise ResumeError(f"checkpoint {checkpoint.checkpoint_id!r} lacks the state of agent(s) {', '.join(missing)}")
-    method = _selection(gc_state, speaker_selection_method, problems)
+    method = _selection(gc_state, ms, speaker_selection_method, problems)
     groupchat = _groupchat(gc_state, ms, agents, method, inputs)
     mname = str(ms.get("name", "chat_manager"))
     mllm = ms.get("llm_config", False)

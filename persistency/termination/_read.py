@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import inspect
 import linecache
 import textwrap
@@ -62,15 +63,20 @@ def _inside(node: ast.expr, spans: list[tuple[tuple[int, int], tuple[int, int]]]
     return all(start <= a and b <= end for a, b in spans)
 
 
-def _file_tree(code: types.CodeType, module_globals: dict[str, Any]) -> ast.AST | None:
-    lines = linecache.getlines(code.co_filename, module_globals)
-    text = "".join(lines)
-    if not text or len(text) > _MAX_SOURCE:
-        return None
+@functools.lru_cache(maxsize=16)
+def _parse(text: str) -> ast.AST | None:
+    """The module's tree, parsed once for all the conditions of a run's agents (never changed by readers)."""
     try:
         return ast.parse(text)
     except (SyntaxError, ValueError):
         return None
+
+
+def _file_tree(code: types.CodeType, module_globals: dict[str, Any]) -> ast.AST | None:
+    text = "".join(linecache.getlines(code.co_filename, module_globals))
+    if not text or len(text) > _MAX_SOURCE:
+        return None
+    return _parse(text)
 
 
 def _fragment_lambdas(fn: types.FunctionType) -> Iterator[ast.Lambda]:
