@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,9 +41,18 @@ _LAZY = {
 }
 
 
+def _module(name: str) -> ModuleType:
+    """One of this package's own modules, by a name from the fixed table above (never a stored name)."""
+    from persistency.rebuild import _chat, _closed, _continue, _pattern, _pattern_build, _tools
+
+    modules = {"_chat": _chat, "_closed": _closed, "_continue": _continue, "_pattern": _pattern,
+               "_pattern_build": _pattern_build, "_tools": _tools}
+    return modules[name]
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(f"persistency.rebuild.{_LAZY[name]}"), name)
+        return getattr(_module(_LAZY[name]), name)
     raise AttributeError(f"module 'persistency.rebuild' has no attribute {name!r}")
 
 
