@@ -18,6 +18,7 @@ from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager, regist
 
 from persistency import Persistency, ResumeError, continue_chat, provider_from_url, rebuild_chat
 from persistency.rebuild import acontinue_chat, capture_functions
+from persistency.rebuild._tools import restore_functions
 from tests.helpers_ag2 import Crash
 
 
@@ -180,3 +181,16 @@ def test_a_crashed_tool_chat_continues_to_the_same_transcript(crashed: Any, is_a
     assert transcript(chat.groupchat.messages) == reference
     end = provider.get_latest_checkpoint("s")
     assert end is not None and end.end_reason == "max_rounds" and transcript(end.messages) == reference
+
+
+def test_a_schema_written_into_llm_config_needs_no_callable() -> None:
+    schema = {"type": "function", "function": {"name": "lookup", "description": "Look up.", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}
+    config = {"config_list": [{"model": "tool-script", "model_client_cls": "ToolCallingClient", "script": ["x"]}],
+              "tools": [schema]}
+    agent = ConversableAgent("caller", llm_config=config, human_input_mode="NEVER")
+    assert capture_functions(agent) == [{"name": "lookup", "description": "Look up.", "parameters": schema["function"][
+        "parameters"], "roles": ["llm"], "api_style": "tool", "registered": False}]
+    again = ConversableAgent("caller", llm_config=config, human_input_mode="NEVER")
+    assert restore_functions(again, capture_functions(agent), {}) == []  # nothing missing, nothing to register
+    assert again.tools == [] and again.function_map == {}

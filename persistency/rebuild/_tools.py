@@ -43,8 +43,10 @@ def capture_functions(agent: Any) -> list[dict[str, Any]]:
     tools = {t.name: t for t in agent.tools}
     out: dict[str, dict[str, Any]] = {}
     for name, (description, parameters, style) in schemas.items():
+        # "registered": a function stands behind the schema (register_for_llm, functions=); a schema
+        # written straight into llm_config has none, and a rebuild needs none for it.
         out[name] = {"name": name, "description": description, "parameters": parameters, "roles": ["llm"],
-                     "api_style": style}
+                     "api_style": style, "registered": name in tools}
     for name, fn in agent.function_map.items():
         entry = out.setdefault(name, {"name": name, "roles": []})
         entry["roles"].append("execution")
@@ -70,10 +72,12 @@ def restore_functions(agent: ConversableAgent, stored: Any, functions: Mapping[s
             continue
         name = spec["name"]
         fn = functions.get(name)
+        roles = spec.get("roles") or []
+        if roles == ["llm"] and spec.get("registered") is False:
+            continue  # only a schema in llm_config, which came back with it
         if fn is None:
             missing.append(name)
             continue
-        roles = spec.get("roles") or []
         parameters = spec.get("parameters")
         tool = Tool(
             name=name,
