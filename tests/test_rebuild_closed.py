@@ -138,14 +138,16 @@ def test_persistency_continue_refuses_a_finished_step(tmp_path: Path) -> None:
     stored = memory()
     finished(stored, killed=True)
     flagged_copy(stored, provider_from_url(store))  # a kill before the run end, flag as #10 stores it
-    assert_one_line_error(run("continue", "s", "--lenient", "-u", store), "finished at checkpoint 000001-0000006",
-                          "--message")
+    for mode in (["--lenient"], []):  # lenient (AG2's default condition) and strict (the custom one refused)
+        assert_one_line_error(run("continue", "s", *mode, "-u", store), "finished at checkpoint 000001-0000006",
+                              "--message")
     p = provider_from_url(store)
     assert len(p.list_checkpoints("s")) == TERMINAL
 
     done = str(tmp_path / "done")
     finished(provider_from_url(done), killed=False)  # a finished run, continued from its terminal step
-    assert_one_line_error(run("continue", "s", "000001-0000006", "--lenient", "-u", done), "finished", "--message")
+    for mode in (["--lenient"], []):
+        assert_one_line_error(run("continue", "s", "000001-0000006", *mode, "-u", done), "finished", "--message")
     r = run("continue", "s", "000001-0000006", "--lenient", "--message", "and 7*8?", "--rounds", "2", "-u", done,
             "--json")
     assert r.exit_code == 0, r.stderr
