@@ -132,6 +132,23 @@ def test_a_notebook_cell_is_read_through_linecache() -> None:
     assert spec["kind"] == "expr" and from_spec(spec)({"content": "ALL_DONE"})  # type: ignore[misc]
 
 
+def test_a_cell_that_is_not_python_as_a_whole_is_read_from_the_lambdas_lines() -> None:
+    # the raw cell has a magic line (not Python); what was compiled is the transformed text
+    raw = '%matplotlib inline\ncond = (lambda msg: "OVER" in (msg.get("content") or ""))\n'
+    compiled = 'get_ipython()\ncond = (lambda msg: "OVER" in (msg.get("content") or ""))\n'
+    name = "/tmp/ipykernel_0000/2718281828.py"
+    linecache.cache[name] = (len(raw), None, raw.splitlines(True), name)
+    try:
+        scope: dict[str, Any] = {"get_ipython": lambda: None}
+        exec(compile(compiled, name, "exec"), scope)
+        spec = describe(scope["cond"])
+    finally:
+        del linecache.cache[name]
+    assert spec["kind"] == "expr", spec
+    restored = from_spec(spec)
+    assert restored is not None and restored({"content": "game OVER"}) and not restored({"content": None})
+
+
 def test_a_function_in_a_main_script(tmp_path: Path) -> None:
     script = tmp_path / "app.py"
     script.write_text(textwrap.dedent('''
