@@ -164,7 +164,9 @@ def rebuild_chat(
     mllm = (
         llm_config
         if llm_config is not None and mllm not in (None, False)
-        else fill_llm_config(mllm, mname, inputs.secrets, inputs.env, problems)
+        else fill_llm_config(mllm, mname, inputs.secrets, inputs.env, problems, (
+            {"response_format": inputs.response_formats[mname]} if mname in inputs.response_formats else None
+        ))
     )
     manager = GroupChatManager(
         groupchat,
