@@ -25,8 +25,11 @@ from typing import Any, Literal
 
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
+from persistency import _ag2
 from persistency._capture import chat_secrets, restore_histories
 from persistency.errors import CheckpointNotFoundError, PersistencyError, ResumeError, SerializationError
+from persistency.feature import _pattern
+from persistency.feature._pattern import PatternHook, is_pattern
 from persistency.feature._plan import Incoming, RunPlan, needs, plan_run
 from persistency.feature._run import Run
 from persistency.feature._writer import LostCheckpoint, OnError, RunWriter
@@ -91,6 +94,7 @@ class Persistency:
         self.max_pending = max_pending
         self._next_policy: ResumePolicy | None = None
         self._manager: GroupChatManager | None = None
+        self._pattern_hook: PatternHook | None = None
         self._hooks: tuple[Callable[..., Any], Callable[..., Any]] | None = None
         self._active: Run | None = None
         self._last_checkpoint_id: str | None = None
@@ -121,15 +125,45 @@ class Persistency:
         """Checkpoints not stored while chats went on (``on_error="continue"``), oldest first."""
         return list(self._lost)
 
-    def attach(self, manager: GroupChatManager) -> Persistency:
-        """Install the interceptors on ``manager``; returns the feature (usable as a context manager)."""
-        if not isinstance(manager, GroupChatManager):
-            raise TypeError(f"attach() takes a GroupChatManager, not {type(manager).__name__}")
+    @property
+    def pattern(self) -> Any:
+        """The group pattern this feature is attached to, if any."""
+        return None if self._pattern_hook is None else self._pattern_hook.pattern
+
+    def attach(self, target: GroupChatManager | Any) -> Persistency:
+        """Install the interceptors on a GroupChatManager, or on every manager a group ``Pattern`` builds.
+
+        With a pattern (``autogen.agentchat.group.patterns``), the manager that
+        ``pattern.prepare_group_chat`` builds for each chat (``initiate_group_chat``,
+        ``run_group_chat`` and their async twins) is attached before the chat starts.
+        Returns the feature (usable as a context manager).
+        """
+        if is_pattern(target):
+            if self._pattern_hook is not None and self._pattern_hook.pattern is target:
+                return self
+            if self._manager is not None or self._pattern_hook is not None:
+                raise PersistencyError("this Persistency is attached already; detach() it first")
+            self._pattern_hook = PatternHook(target, self._on_pattern_manager)
+            return self
+        if not isinstance(target, GroupChatManager):
+            raise TypeError(f"attach() takes a GroupChatManager or a group Pattern, not {type(target).__name__}")
+        if self._pattern_hook is not None:
+            raise PersistencyError("this Persistency is attached to a pattern; detach() it first")
+        return self._attach_manager(target)
+
+    def _on_pattern_manager(self, manager: GroupChatManager) -> None:
+        """A pattern built a new manager for its next chat: move the interceptors onto it."""
+        if self._active is not None:
+            raise PersistencyError("a pattern chat started inside another chat of the same Persistency")
+        self._detach_manager()
+        self._attach_manager(manager)
+
+    def _attach_manager(self, manager: GroupChatManager) -> Persistency:
         if self._manager is not None:
             if self._manager is manager:
                 return self
             raise PersistencyError("this Persistency is attached to another manager; detach() it first")
-        for entry in manager._reply_func_list:
+        for entry in _ag2.reply_funcs(manager):
             if getattr(entry["reply_func"], "__name__", "") == "persistency_before_start":
                 raise PersistencyError(f"manager {manager.name!r} already has a Persistency attached")
 
@@ -156,11 +190,16 @@ class Persistency:
         return self
 
     def detach(self) -> None:
-        """Remove the interceptors; the manager behaves as plain AG2 again. Idempotent."""
+        """Remove the interceptors (and a pattern's hook); everything behaves as plain AG2 again. Idempotent."""
+        self._detach_manager()
+        if self._pattern_hook is not None:
+            self._pattern_hook.remove()
+            self._pattern_hook = None
+
+    def _detach_manager(self) -> None:
         if self._manager is not None and self._hooks is not None:
-            self._manager._reply_func_list[:] = [
-                e for e in self._manager._reply_func_list if e["reply_func"] not in self._hooks
-            ]
+            funcs = _ag2.reply_funcs(self._manager)
+            funcs[:] = [e for e in funcs if e["reply_func"] not in self._hooks]
         self._manager = None
         self._hooks = None
 
@@ -199,17 +238,9 @@ class Persistency:
         self._next_policy = None
         return policy
 
-    @staticmethod
-    def _find_loop(manager: GroupChatManager, is_async: bool) -> tuple[Callable[..., Any], GroupChat] | None:
-        name = "a_run_chat" if is_async else "run_chat"
-        for entry in manager._reply_func_list:
-            if isinstance(entry["config"], GroupChat) and getattr(entry["reply_func"], "__name__", "") == name:
-                return entry["reply_func"], entry["config"]
-        return None
-
     def _require_loop(self, manager: GroupChatManager, is_async: bool) -> tuple[Callable[..., Any], GroupChat]:
         """The manager's group-chat loop; refuses to let a chat run unrecorded when there is none."""
-        found = self._find_loop(manager, is_async)
+        found = _ag2.find_loop(manager, is_async)
         if found is None:
             name = "a_run_chat" if is_async else "run_chat"
             raise PersistencyError(
@@ -250,6 +281,8 @@ class Persistency:
             target=target,
             max_run_seq=max_seq,
             fresh_budget=int(registered.max_round),
+            live=list(registered.messages),
+            own_latest=self._last_checkpoint_id,
         )
 
     def _target_missing(self, policy: ResumePolicy, target_id: str) -> ResumeError:
@@ -306,7 +339,10 @@ class Persistency:
         """Restore the plan's state into the agents and build the run (no I/O)."""
         agents: dict[str, Agent] = {a.name: a for a in registered.agents}
         agents.setdefault(sender.name, sender)
-        if plan.mode == "continue":
+        source_state = plan.source.manager_state if plan.source is not None else {}
+        if plan.live:
+            loop_messages, loop_sender = messages, sender
+        elif plan.mode == "continue":
             assert plan.pending is not None
             speaker = agents.get(str(plan.pending.get("name")))
             if speaker is None:
@@ -323,13 +359,27 @@ class Persistency:
                 if isinstance(agent, ConversableAgent) and isinstance(count, int):
                     agent._consecutive_auto_reply_counter[manager] = count
             loop_messages, loop_sender = [start], speaker
+            _pattern.restore(registered, source_state.get("pattern_state"), whole=True)
+            self._warn_unrestorable(registered)
         else:
             restore_histories(manager, registered, agents, plan.history, keep_opening_from=sender)
             loop_messages, loop_sender = messages, sender
+            if plan.source is not None:
+                _pattern.restore(registered, source_state.get("pattern_state"), whole=False)
         secrets = chat_secrets(manager, agents.values())
         run = Run(self, manager, registered, plan, sender, is_async=is_async, secrets=secrets)
         self._last_run_id = run.run_id
         return run, loop_messages, loop_sender
+
+    def _warn_unrestorable(self, registered: GroupChat) -> None:
+        """One warning per resume naming what a resume cannot put back (random or stateful selection)."""
+        why = _pattern.unrestorable_selection(registered)
+        if why is not None:
+            log.warning(
+                "session %s resumed, but the next speakers may differ from the original run: %s",
+                self.session_id,
+                why,
+            )
 
     def _before_start(
         self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None, sender: Agent | None

@@ -19,6 +19,7 @@ from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
 from persistency._capture import agent_state, manager_base_state
 from persistency.errors import CheckpointConflictError, PersistencyError
+from persistency.feature import _pattern
 from persistency.feature._plan import RunPlan
 from persistency.feature._writer import BackgroundWriter, RunWriter
 from persistency.ids import checkpoint_id_for, run_id_for
@@ -64,6 +65,12 @@ class Run:
         self._task: asyncio.Task[None] | None = None
         self._skip_next = plan.mode == "continue"
         self.loop_appends = 0
+        self.rounds_used = plan.rounds_used
+        self.id_step = plan.id_step if plan.mode == "continue" else len(plan.history)
+        self.transcript_resets = int(plan.source.manager_state.get("transcript_resets", 0) or 0) if (
+            plan.mode == "continue" and plan.source is not None
+        ) else 0
+        self._last_len = len(plan.history) + (1 if plan.pending is not None else 0)
         self.last_speaker: str | None = None
         participants = {a.name for a in registered.agents}
         everyone = list(registered.agents) + ([initiator] if initiator.name not in participants else [])
@@ -81,6 +88,7 @@ class Run:
             }
         )
         self.groupchat = self._loop_groupchat(registered)
+        self.is_pattern = _pattern.capture(registered, manager) is not None
 
     # -- the group chat the loop runs on ------------------------------------------------------------
     def _loop_groupchat(self, registered: GroupChat) -> GroupChat:
@@ -119,8 +127,13 @@ class Run:
         messages = list(self.groupchat.messages)
         step = len(messages)
         state = dict(self.manager_base)
-        state["rounds_used"] = step - self.plan.base_step
+        state["rounds_used"] = self.rounds_used
+        state["run_step"] = self.id_step
+        state["transcript_resets"] = self.transcript_resets
         state["last_speaker"] = self.last_speaker
+        state["termination_held"] = bool(messages) and self._terminates(messages[-1])
+        if self.is_pattern:
+            state["pattern_state"] = _pattern.capture(self.groupchat, self.manager)
         # AG2 counts each agent's consecutive auto-replies (max_consecutive_auto_reply, human input in
         # TERMINATE mode); a continued run must count on from the same numbers. O(agents).
         state["auto_replies"] = {a.name: a._consecutive_auto_reply_counter.get(self.manager, 0) for a in self._counted}
@@ -128,7 +141,7 @@ class Run:
             state["end_detail"] = detail
         return Checkpoint.model_construct(
             schema_version=SCHEMA_VERSION,
-            checkpoint_id=checkpoint_id_for(self.plan.run_seq, step, end_seq),
+            checkpoint_id=checkpoint_id_for(self.plan.run_seq, self.id_step, end_seq),
             session_id=self.feature.session_id,
             run_id=self.run_id,
             parent_id=self.writer.last_stored,
@@ -155,13 +168,26 @@ class Run:
                 states[agent.name] = agent_state(agent, participant=participant)
                 self.agent_states = states
 
+    def _terminates(self, message: dict[str, Any]) -> bool:
+        """Whether the live manager's termination condition holds for ``message`` (a user's may raise)."""
+        try:
+            return bool(self.manager._is_termination_msg(message))
+        except Exception:  # the loop itself will raise it; a checkpoint just says "no"
+            return False
+
     def on_append(self, speaker: Agent) -> None:
         """The after-step hook: one message was appended to the transcript."""
         self.loop_appends += 1
         self.last_speaker = speaker.name
+        length = len(self.groupchat.messages)
+        if length <= self._last_len and not self._skip_next:  # "clear history": the transcript shrank
+            self.transcript_resets += 1
+        self._last_len = length
         if self._skip_next:  # the last saved message, appended again by a continued run
             self._skip_next = False
             return
+        self.rounds_used += 1
+        self.id_step = max(self.id_step + 1, length)
         mode = self.feature.durability
         if mode == "exit":
             return
@@ -219,7 +245,7 @@ class Run:
         return scrub(text, self.secrets)[:4000]
 
     def _end(self, reason: EndReason, exc: BaseException | None, detail: str | None) -> Checkpoint:
-        end_seq = self.plan.end_seqs.get(len(self.groupchat.messages), 0) + 1
+        end_seq = self.plan.end_seqs.get(self.id_step, 0) + 1
         self._refresh_agent_states()
         return self.checkpoint(
             kind="run_end",
@@ -231,7 +257,7 @@ class Run:
 
     def _bump(self, cp: Checkpoint) -> None:
         seq = int(cp.checkpoint_id.rsplit("-end", 1)[1]) + 1
-        cp.checkpoint_id = checkpoint_id_for(self.plan.run_seq, cp.step, seq)
+        cp.checkpoint_id = checkpoint_id_for(self.plan.run_seq, self.id_step, seq)
 
     def finish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
         """Store the run_end (sync chats). With ``exc`` set, storage errors are logged, not raised."""

@@ -1,0 +1,153 @@
+"""Every touch of AG2 Classic internals the feature makes, in one place, each checked against a version.
+
+AG2 Classic (the ``autogen`` distribution, or ``ag2<1.0``) exposes no per-step hook and no
+state API for group chats, so the feature reads and writes a few private attributes. Each one
+is wrapped here, with the AG2 versions it was read against (0.10.0 to 0.14.1 share this code),
+so a new AG2 release is checked in one module. `require_ag2` refuses an AG2 outside that range.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+from persistency.errors import AG2VersionError
+
+__all__ = [
+    "TESTED_RANGE",
+    "find_loop",
+    "group_tool_executor",
+    "next_target",
+    "oai_messages",
+    "reply_funcs",
+    "require_ag2",
+    "set_next_target",
+    "set_transition_started",
+    "tool_call_originator",
+    "transition_started",
+]
+
+TESTED_RANGE = ((0, 10), (0, 15))
+"""AG2 Classic versions the feature is tested with: ``>=0.10,<0.15``."""
+
+_EXTRAS = (
+    "pip install 'ag2-persistency[autogen]' (AG2 Classic, the 'autogen' distribution) "
+    "or 'ag2-persistency[ag2]' (ag2<1.0)"
+)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def require_ag2() -> str:
+    """The installed AG2 Classic version; `AG2VersionError` if it is missing or outside the tested range."""
+    try:
+        autogen = importlib.import_module("autogen")
+    except ImportError as exc:
+        raise AG2VersionError(f"the Persistency feature needs AG2 Classic (module 'autogen'): {_EXTRAS}") from exc
+    version = str(getattr(autogen, "__version__", "") or "")
+    low, high = TESTED_RANGE
+    parsed = _version_tuple(version)
+    if not parsed or not (low <= parsed[:2] < high) or not hasattr(autogen, "GroupChat"):
+        raise AG2VersionError(
+            f"the Persistency feature is tested with AG2 Classic >=0.10,<0.15 and found autogen "
+            f"{version or '(no version)'}; ag2 1.x has no GroupChat. {_EXTRAS}"
+        )
+    return version
+
+
+# -- GroupChatManager (checked: 0.10.0, 0.12.0, 0.14.1) ---------------------------------------------------
+def reply_funcs(agent: Any) -> list[dict[str, Any]]:
+    """The agent's reply-function list (``ConversableAgent._reply_func_list``), mutable in place."""
+    funcs: list[dict[str, Any]] = agent._reply_func_list
+    return funcs
+
+
+def find_loop(manager: Any, is_async: bool) -> tuple[Callable[..., Any], Any] | None:
+    """AG2's own ``run_chat``/``a_run_chat`` reply function of ``manager`` and the GroupChat it was registered with."""
+    from autogen import GroupChat
+
+    name = "a_run_chat" if is_async else "run_chat"
+    for entry in reply_funcs(manager):
+        if isinstance(entry["config"], GroupChat) and getattr(entry["reply_func"], "__name__", "") == name:
+            return entry["reply_func"], entry["config"]
+    return None
+
+
+def oai_messages(agent: Any) -> dict[Any, list[dict[str, Any]]]:
+    """The agent's conversations by peer (``ConversableAgent._oai_messages``; public view ``chat_messages``)."""
+    messages: dict[Any, list[dict[str, Any]]] = agent._oai_messages
+    return messages
+
+
+# -- group patterns (autogen.agentchat.group; checked: 0.10.0, 0.12.0, 0.14.1) ------------------------------
+_TRANSITION_QUALNAME = "create_group_transition.<locals>.group_transition"
+
+
+def _transition_cell(method: Any) -> dict[str, Any] | None:
+    """The state dict a pattern's transition closure keeps ("use_initial_agent"), if ``method`` is one."""
+    if getattr(method, "__qualname__", "") != _TRANSITION_QUALNAME:
+        return None
+    for cell in getattr(method, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "use_initial_agent" in value:
+            return value
+    return None
+
+
+def is_group_transition(method: Any) -> bool:
+    """True for the speaker selection function a group pattern builds (`create_group_transition`)."""
+    return _transition_cell(method) is not None
+
+
+def transition_started(method: Any) -> bool | None:
+    """Whether a pattern's transition has made its first selection (None: not a pattern transition)."""
+    cell = _transition_cell(method)
+    return None if cell is None else not bool(cell["use_initial_agent"])
+
+
+def set_transition_started(method: Any, started: bool) -> None:
+    """Put a pattern's transition in the state it had: first selection made or not."""
+    cell = _transition_cell(method)
+    if cell is not None:
+        cell["use_initial_agent"] = not started
+
+
+def group_tool_executor(agents: list[Any]) -> Any | None:
+    """The pattern's ``GroupToolExecutor`` among the group chat's agents, if any."""
+    for agent in agents:
+        if type(agent).__name__ == "GroupToolExecutor":
+            return agent
+    return None
+
+
+def next_target(executor: Any) -> Any | None:
+    """The handoff the tool executor holds until the next speaker selection (``_group_next_target``)."""
+    return getattr(executor, "_group_next_target", None)
+
+
+def set_next_target(executor: Any, target: Any | None) -> None:
+    """Restore the tool executor's pending handoff."""
+    executor._group_next_target = target
+
+
+def tool_call_originator(executor: Any) -> str | None:
+    """The agent whose tool call the executor last ran (``_tool_call_originator``)."""
+    value = getattr(executor, "_tool_call_originator", None)
+    return value if isinstance(value, str) else None
+
+
+def set_tool_call_originator(executor: Any, name: str | None) -> None:
+    """Restore the executor's tool-call originator."""
+    executor._tool_call_originator = name
+
+
+def manager_forced_target(manager: Any) -> Any | None:
+    """A handoff forced on the manager (``_next_target_force``, set by AG2's beta agents)."""
+    return getattr(manager, "_next_target_force", None)
