@@ -19,7 +19,7 @@ from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
 from persistency._capture import agent_state, manager_base_state
 from persistency.errors import CheckpointConflictError, PersistencyError
-from persistency.feature import _pattern
+from persistency.feature import _pattern, _select
 from persistency.feature._plan import RunPlan
 from persistency.feature._writer import BackgroundWriter, RunWriter
 from persistency.ids import checkpoint_id_for, run_id_for
@@ -71,6 +71,10 @@ class Run:
             plan.mode == "continue" and plan.source is not None
         ) else 0
         self._last_len = len(plan.history) + (1 if plan.pending is not None else 0)
+        self.selected: str | None = None
+        self.costly_selection = False
+        chosen = plan.source.manager_state.get("selected") if plan.mode == "continue" and plan.source else None
+        self.forced_speaker: str | None = chosen if isinstance(chosen, str) else None
         self.last_speaker: str | None = None
         participants = {a.name for a in registered.agents}
         everyone = list(registered.agents) + ([initiator] if initiator.name not in participants else [])
@@ -88,7 +92,9 @@ class Run:
             }
         )
         self.groupchat = self._loop_groupchat(registered)
-        self.is_pattern = _pattern.capture(registered, manager) is not None
+        self.pattern_state = _pattern.capture(registered, manager)
+        """The pattern state as of the last append: a run end stores it, not the state after the next
+        selection (which consumed a pending handoff and the transition's first-selection flag)."""
 
     # -- the group chat the loop runs on ------------------------------------------------------------
     def _loop_groupchat(self, registered: GroupChat) -> GroupChat:
@@ -103,14 +109,7 @@ class Run:
             self.on_append(speaker)
 
         gc.append = append  # type: ignore[method-assign]
-        if self.is_async:
-            original_select = gc.a_select_speaker
-
-            async def a_select_speaker(last_speaker: Agent, selector: Any) -> Agent:
-                await self.adrain(for_capacity=True)
-                return await original_select(last_speaker, selector)
-
-            gc.a_select_speaker = a_select_speaker  # type: ignore[method-assign]
+        _select.install(gc, self)
         return gc
 
     # -- checkpoints ------------------------------------------------------------------------------------
@@ -131,9 +130,10 @@ class Run:
         state["run_step"] = self.id_step
         state["transcript_resets"] = self.transcript_resets
         state["last_speaker"] = self.last_speaker
+        state["selected"] = self.selected
         state["termination_held"] = bool(messages) and self._terminates(messages[-1])
-        if self.is_pattern:
-            state["pattern_state"] = _pattern.capture(self.groupchat, self.manager)
+        if self.pattern_state is not None:
+            state["pattern_state"] = self.pattern_state
         # AG2 counts each agent's consecutive auto-replies (max_consecutive_auto_reply, human input in
         # TERMINATE mode); a continued run must count on from the same numbers. O(agents).
         state["auto_replies"] = {a.name: a._consecutive_auto_reply_counter.get(self.manager, 0) for a in self._counted}
@@ -179,6 +179,8 @@ class Run:
         """The after-step hook: one message was appended to the transcript."""
         self.loop_appends += 1
         self.last_speaker = speaker.name
+        if self.pattern_state is not None:
+            self.pattern_state = _pattern.capture(self.groupchat, self.manager)
         length = len(self.groupchat.messages)
         if length <= self._last_len and not self._skip_next:  # "clear history": the transcript shrank
             self.transcript_resets += 1
@@ -188,8 +190,19 @@ class Run:
             return
         self.rounds_used += 1
         self.id_step = max(self.id_step + 1, length)
-        mode = self.feature.durability
-        if mode == "exit":
+        self.selected = None
+        self._store_step()
+
+    def on_selected(self, speaker: Agent) -> None:
+        """A selection that called a model or asked a human chose ``speaker``: store it before it speaks."""
+        self.selected = speaker.name
+        self.id_step += 1
+        if self.pattern_state is not None:
+            self.pattern_state = _pattern.capture(self.groupchat, self.manager)
+        self._store_step()
+
+    def _store_step(self) -> None:
+        if self.feature.durability == "exit":
             return
         self._refresh_agent_states()
         cp = self.checkpoint()
