@@ -170,6 +170,30 @@ def _introduce(manager: GroupChatManager, groupchat: GroupChat) -> None:
             agent._append_oai_message(intro, manager, role="user", name=manager.name)
 
 
+def _replay_clears(
+    manager: GroupChatManager,
+    groupchat: GroupChat,
+    agents_by_name: Mapping[str, Agent],
+    participants: Sequence[Agent],
+    clears: Sequence[Mapping[str, Any]],
+) -> int:
+    """Replay each "clear history" of the run: the transcript before it, then AG2's own clearing.
+
+    AG2 clears the agents' histories (all, one, or all but the last n) but not the manager's, so
+    the transcript alone cannot say what each history holds. Returns how many messages at the
+    start of the current transcript the last clearing kept (already in the histories).
+    """
+    skip = 0
+    for clear in clears:
+        before = list(clear.get("before") or [])
+        for message in before[skip:]:
+            _replay(message, agents_by_name.get(str(message.get("name"))), manager, participants)
+        groupchat.messages[:] = before
+        GroupChatManager.clear_agents_history(manager, {"content": clear.get("content")}, groupchat)
+        skip = int(clear.get("kept") or 0)
+    return skip
+
+
 def restore_histories(
     manager: GroupChatManager,
     groupchat: GroupChat,
@@ -179,6 +203,7 @@ def restore_histories(
     pending: dict[str, Any] | None = None,
     keep_opening_from: Agent | None = None,
     intro_step: int | None = None,
+    clears: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any] | None:
     """Reset the transcript and every agent's conversation with the manager to ``history``.
 
@@ -203,7 +228,12 @@ def restore_histories(
             agent._oai_messages[manager] = []
             manager._oai_messages[agent] = []
     groupchat.messages[:] = []
+    skip = _replay_clears(manager, groupchat, agents_by_name, participants, clears)
+    if clears:
+        intro_step = None  # introductions were sent before the first clear: replayed with it
     for i, message in enumerate(history):
+        if i < skip:
+            continue
         speaker = agents_by_name.get(str(message.get("name")))
         if i == intro_step:
             _replay(message, speaker, manager, participants, broadcast=False)
@@ -211,7 +241,7 @@ def restore_histories(
             _replay(message, speaker, manager, participants, send=False)
         else:
             _replay(message, speaker, manager, participants)
-    groupchat.messages.extend(history)
+    groupchat.messages[:] = list(history)
     if opening_pair is not None and isinstance(keep_opening_from, ConversableAgent):
         keep_opening_from._oai_messages[manager].append(opening_pair[0])
         manager._oai_messages[keep_opening_from].append(opening_pair[1])

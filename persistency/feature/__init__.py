@@ -351,7 +351,10 @@ class Persistency:
                     f"which is not an agent of this group chat ({', '.join(agents)})"
                 )
             intro = plan.opening_step if registered.send_introductions else None
-            start = restore_histories(manager, registered, agents, plan.history, pending=plan.pending, intro_step=intro)
+            clears = source_state.get("clears") or []
+            start = restore_histories(
+                manager, registered, agents, plan.history, pending=plan.pending, intro_step=intro, clears=clears
+            )
             assert start is not None
             counts = plan.source.manager_state.get("auto_replies") if plan.source is not None else None
             for name, count in (counts or {}).items():
@@ -362,12 +365,16 @@ class Persistency:
             _pattern.restore(registered, source_state.get("pattern_state"), whole=True)
             self._warn_unrestorable(registered)
         else:
-            restore_histories(manager, registered, agents, plan.history, keep_opening_from=sender)
+            clears = source_state.get("clears") or []
+            restore_histories(manager, registered, agents, plan.history, keep_opening_from=sender, clears=clears)
             loop_messages, loop_sender = messages, sender
             if plan.source is not None:
                 _pattern.restore(registered, source_state.get("pattern_state"), whole=False)
         secrets = chat_secrets(manager, agents.values())
-        run = Run(self, manager, registered, plan, sender, is_async=is_async, secrets=secrets)
+        opening = source_state.get("opening") if plan.mode == "continue" else None
+        if not isinstance(opening, dict):
+            opening = {"name": sender.name, "content": messages[-1].get("content")} if plan.mode == "new" else None
+        run = Run(self, manager, registered, plan, sender, is_async=is_async, secrets=secrets, opening=opening)
         self._last_run_id = run.run_id
         return run, loop_messages, loop_sender
 

@@ -117,6 +117,16 @@ def _ms(cp: Checkpoint) -> dict[str, Any]:
     return ms
 
 
+def _opening(cp: Checkpoint) -> dict[str, Any] | None:
+    """The run's opening message: stored as such (it survives a cleared transcript), else by index."""
+    ms = cp.manager_state
+    stored = ms.get("opening")
+    if isinstance(stored, dict):
+        return stored
+    step = ms["opening_step"]
+    return cp.messages[step] if 0 <= step < cp.step else None
+
+
 def _is_closed(cp: CheckpointInfo) -> bool:
     return cp.kind == "run_end" and cp.end_reason in ("termination_message", "max_rounds", "superseded")
 
@@ -224,7 +234,7 @@ def plan_run(
         if target is None:
             raise ResumeError(f"checkpoint {policy.checkpoint_id!r} not found")
         ms = _ms(target)
-        opening = target.messages[ms["opening_step"]] if 0 <= ms["opening_step"] < target.step else None
+        opening = _opening(target)
         if target.step > 0 and same_opening(opening, incoming):
             return _continue(target, next_seq, policy.max_rounds, same_run=False)
         left = int(ms["round_budget"]) - _rounds_used(target)
@@ -239,8 +249,7 @@ def plan_run(
     if _is_closed(latest):
         return _new(next_seq, list(latest.messages), latest.checkpoint_id, budget, latest)
     ms = _ms(latest)
-    opening = latest.messages[ms["opening_step"]] if 0 <= ms["opening_step"] < latest.step else None
-    if same_opening(opening, incoming):
+    if same_opening(_opening(latest), incoming):
         if latest.kind == "step":  # its process died: close that attempt, which is also our claim
             claim = closing_end(latest, "cancelled", _DIED)
             plan = _continue(claim, _run_seq(latest), policy.max_rounds, same_run=True)

@@ -53,6 +53,7 @@ class Run:
         *,
         is_async: bool,
         secrets: frozenset[str],
+        opening: dict[str, Any] | None = None,
     ) -> None:
         self.feature = feature
         self.manager = manager
@@ -72,6 +73,8 @@ class Run:
         ) else 0
         self._last_len = len(plan.history) + (1 if plan.pending is not None else 0)
         self.selected: str | None = None
+        kept = plan.source.manager_state.get("clears") if plan.source is not None and not plan.live else None
+        self.clears: list[dict[str, Any]] = list(kept) if isinstance(kept, list) else []
         self.costly_selection = False
         chosen = plan.source.manager_state.get("selected") if plan.mode == "continue" and plan.source else None
         self.forced_speaker: str | None = chosen if isinstance(chosen, str) else None
@@ -89,6 +92,7 @@ class Run:
                 "round_budget": plan.budget,
                 "opening_step": plan.opening_step,
                 "initiator": initiator.name,
+                "opening": opening,
             }
         )
         self.groupchat = self._loop_groupchat(registered)
@@ -129,6 +133,8 @@ class Run:
         state["rounds_used"] = self.rounds_used
         state["run_step"] = self.id_step
         state["transcript_resets"] = self.transcript_resets
+        if self.clears:
+            state["clears"] = self.clears
         state["last_speaker"] = self.last_speaker
         state["selected"] = self.selected
         state["termination_held"] = bool(messages) and self._terminates(messages[-1])
@@ -353,8 +359,30 @@ class Run:
         self.feature._lost.extend(self.writer.lost)
 
     # -- driving the loop ---------------------------------------------------------------------------------
+    def _watch_clears(self) -> Callable[[], None]:
+        """Record each "clear history" AG2 applies (the transcript before it and the phrase): the
+        manager keeps its histories while the agents lose theirs, so a resume must replay it."""
+        manager = self.manager
+        original = manager.clear_agents_history
+
+        def clear_agents_history(reply: dict[str, Any], groupchat: GroupChat) -> str:
+            before, content = list(groupchat.messages), reply.get("content")
+            result = original(reply, groupchat)
+            record = {"before": before, "content": content, "kept": len(groupchat.messages)}
+            self.clears = [*self.clears, record]  # a new list: earlier checkpoints keep theirs
+            return result
+
+        manager.clear_agents_history = clear_agents_history  # type: ignore[method-assign]
+
+        def unwatch() -> None:
+            if manager.__dict__.get("clear_agents_history") is clear_agents_history:
+                del manager.__dict__["clear_agents_history"]
+
+        return unwatch
+
     def run(self, loop: Callable[..., Any], messages: list[dict[str, Any]], sender: Agent) -> None:
         """Run AG2's sync loop on our group chat and store the run's end, whatever happens."""
+        unwatch = self._watch_clears()
         try:
             loop(self.manager, messages=messages, sender=sender, config=self.groupchat)
         except CheckpointConflictError:
@@ -366,11 +394,14 @@ class Run:
         except BaseException as exc:  # KeyboardInterrupt, SystemExit
             self.finish("cancelled", exc)
             raise
+        finally:
+            unwatch()
         reason, detail = self.end_reason()
         self.finish(reason, None, detail)
 
     async def arun(self, loop: Callable[..., Awaitable[Any]], messages: list[dict[str, Any]], sender: Agent) -> None:
         """Run AG2's async loop on our group chat and store the run's end, whatever happens."""
+        unwatch = self._watch_clears()
         try:
             await loop(self.manager, messages=messages, sender=sender, config=self.groupchat)
         except CheckpointConflictError:
@@ -382,6 +413,8 @@ class Run:
         except BaseException as exc:  # asyncio.CancelledError, KeyboardInterrupt
             await self._afinish_safely("cancelled", exc)
             raise
+        finally:
+            unwatch()
         reason, detail = self.end_reason()
         await self.afinish(reason, None, detail)
 
