@@ -29,7 +29,7 @@ from persistency import _ag2
 from persistency._capture import chat_secrets, restore_histories
 from persistency.errors import CheckpointNotFoundError, PersistencyError, ResumeError, SerializationError
 from persistency.feature import _pattern
-from persistency.feature._pattern import PatternHook, is_pattern
+from persistency.feature._pattern import PatternHook, is_pattern, pattern_spec
 from persistency.feature._plan import Incoming, RunPlan, needs, plan_run
 from persistency.feature._run import Run
 from persistency.feature._writer import LostCheckpoint, OnError, RunWriter
@@ -427,6 +427,14 @@ class Persistency:
         finally:
             self._active = None
         return True, None
+
+
+def _pattern_spec(pattern: Any) -> dict[str, Any]:
+    """The description of a pattern stored as ``manager_state["pattern"]`` (kind, initial agent, agents).
+
+    A hook: the rebuild (``persistency.rebuild.pattern_spec``) may supply a richer one.
+    """
+    return pattern_spec(pattern)
 
 
 def _json_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -47,9 +47,10 @@ def pattern_spec(pattern: Any) -> dict[str, Any]:
     """A JSON description of a pattern (kind, initial agent, agents, user agent) for rebuilds."""
     user = getattr(pattern, "user_agent", None)
     after = getattr(pattern, "group_after_work", None)
+    ag2_kind = next((c.__name__ for c in type(pattern).__mro__ if c.__module__.startswith("autogen.")), None)
     return {
-        "kind": type(pattern).__name__,
-        "module": type(pattern).__module__,
+        "kind": ag2_kind,
+        "class": f"{type(pattern).__module__}.{type(pattern).__qualname__}",
         "initial_agent": getattr(getattr(pattern, "initial_agent", None), "name", None),
         "agents": [a.name for a in getattr(pattern, "agents", [])],
         "user_agent": None if user is None else user.name,

@@ -95,6 +95,10 @@ class Run:
                 "opening": opening,
             }
         )
+        if feature.pattern is not None:
+            from persistency.feature import _pattern_spec
+
+            self.manager_base["pattern"] = _pattern_spec(feature.pattern)
         self.groupchat = self._loop_groupchat(registered)
         self.pattern_state = _pattern.capture(registered, manager)
         """The pattern state as of the last append: a run end stores it, not the state after the next
