@@ -151,3 +151,25 @@ def set_tool_call_originator(executor: Any, name: str | None) -> None:
 def manager_forced_target(manager: Any) -> Any | None:
     """A handoff forced on the manager (``_next_target_force``, set by AG2's beta agents)."""
     return getattr(manager, "_next_target_force", None)
+
+
+# -- nested chats (ConversableAgent.register_nested_chats; checked: 0.10.0, 0.12.0, 0.14.1) --------------------
+_NESTED_NAMES = ("_summary_from_nested_chats", "_a_summary_from_nested_chats")
+
+
+def nested_chat_queues(agent: Any) -> list[list[dict[str, Any]]]:
+    """The chat queues ``agent`` registered with ``register_nested_chats`` (read from the reply closures)."""
+    queues: list[list[dict[str, Any]]] = []
+    for entry in getattr(agent, "_reply_func_list", None) or []:
+        fn = entry.get("reply_func")
+        code = getattr(fn, "__code__", None)
+        if code is None or "chat_queue" not in code.co_freevars:
+            continue
+        cell = fn.__closure__[code.co_freevars.index("chat_queue")]  # type: ignore[union-attr]
+        try:
+            queue = cell.cell_contents
+        except ValueError:
+            continue
+        if isinstance(queue, list):
+            queues.append([c for c in queue if isinstance(c, dict)])
+    return queues

@@ -16,6 +16,7 @@ written before any agent is asked for a reply, so in those cases the loser never
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from persistency import _ag2
 from persistency._capture import chat_secrets, restore_histories
 from persistency.errors import CheckpointNotFoundError, PersistencyError, ResumeError, SerializationError
 from persistency.feature import _pattern
+from persistency.feature._nested import NestedState
 from persistency.feature._pattern import PatternHook, is_pattern, pattern_spec
 from persistency.feature._plan import Incoming, RunPlan, needs, plan_run
 from persistency.feature._run import Run
@@ -42,6 +44,9 @@ from persistency.registry import provider_from_url
 __all__ = ["Durability", "LostCheckpoint", "OnError", "Persistency"]
 
 log = logging.getLogger("persistency")
+
+_OUTER_RUNS: contextvars.ContextVar[int] = contextvars.ContextVar("persistency_outer_runs", default=0)
+"""How many recorded chats are running around this point: above zero, a chat starting is nested."""
 
 Durability = Literal["sync", "async", "exit"]
 _DURABILITIES = ("sync", "async", "exit")
@@ -283,6 +288,7 @@ class Persistency:
             fresh_budget=int(registered.max_round),
             live=list(registered.messages),
             own_latest=self._last_checkpoint_id,
+            nested=_OUTER_RUNS.get() > 0,
         )
 
     def _target_missing(self, policy: ResumePolicy, target_id: str) -> ResumeError:
@@ -340,6 +346,9 @@ class Persistency:
         agents: dict[str, Agent] = {a.name: a for a in registered.agents}
         agents.setdefault(sender.name, sender)
         source_state = plan.source.manager_state if plan.source is not None else {}
+        nested = NestedState(list(agents.values()), manager)
+        if nested and plan.source is not None and not plan.live:
+            nested.restore(source_state.get("nested"))
         if plan.live:
             loop_messages, loop_sender = messages, sender
         elif plan.mode == "continue":
@@ -374,7 +383,9 @@ class Persistency:
         opening = source_state.get("opening") if plan.mode == "continue" else None
         if not isinstance(opening, dict):
             opening = {"name": sender.name, "content": messages[-1].get("content")} if plan.mode == "new" else None
-        run = Run(self, manager, registered, plan, sender, is_async=is_async, secrets=secrets, opening=opening)
+        run = Run(
+            self, manager, registered, plan, sender, is_async=is_async, secrets=secrets, opening=opening, nested=nested
+        )
         self._last_run_id = run.run_id
         return run, loop_messages, loop_sender
 
@@ -402,9 +413,11 @@ class Persistency:
             RunWriter(self.provider, plan.closing.parent_id, "raise").save(plan.closing)
         run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=False)
         self._active = run
+        token = _OUTER_RUNS.set(_OUTER_RUNS.get() + 1)
         try:
             run.run(loop, loop_messages, loop_sender)
         finally:
+            _OUTER_RUNS.reset(token)
             self._active = None
         return True, None
 
@@ -422,9 +435,11 @@ class Persistency:
             await RunWriter(self.provider, plan.closing.parent_id, "raise").asave(plan.closing)
         run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=True)
         self._active = run
+        token = _OUTER_RUNS.set(_OUTER_RUNS.get() + 1)
         try:
             await run.arun(loop, loop_messages, loop_sender)
         finally:
+            _OUTER_RUNS.reset(token)
             self._active = None
         return True, None
 

@@ -205,17 +205,20 @@ def plan_run(
     fresh_budget: int,
     live: list[dict[str, Any]] | None = None,
     own_latest: str | None = None,
+    nested: bool = False,
 ) -> RunPlan:
     """Decide the next run. ``latest`` must be the full `Checkpoint` when `needs` asked for it.
 
     ``live`` is the in-memory transcript and ``own_latest`` the last checkpoint this feature stored
     in this process: under ``resume_latest``, an empty session or a run this process completed
     leaves AG2's own state alone (see `RunPlan.live`), so a chat that never crashes is plain AG2.
+    ``nested``: the chat starts inside another recorded chat (a nested chat); the outer chat's
+    checkpoints restore its in-memory state, so a completed latest run leaves it alone too.
     """
     next_seq = max_run_seq + 1
     budget = policy.max_rounds or fresh_budget
     if policy.kind == "resume_latest" and live is not None and (
-        latest is None or (latest.checkpoint_id == own_latest and latest.run_complete)
+        latest is None or (latest.run_complete and (nested or latest.checkpoint_id == own_latest))
     ):
         plan = _new(next_seq, list(live), None if latest is None else latest.checkpoint_id, budget)
         plan.live = True

@@ -20,6 +20,7 @@ from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 from persistency._capture import agent_state, manager_base_state
 from persistency.errors import CheckpointConflictError, PersistencyError
 from persistency.feature import _pattern, _select
+from persistency.feature._nested import NestedState
 from persistency.feature._plan import RunPlan
 from persistency.feature._writer import BackgroundWriter, RunWriter
 from persistency.ids import checkpoint_id_for, run_id_for
@@ -54,6 +55,7 @@ class Run:
         is_async: bool,
         secrets: frozenset[str],
         opening: dict[str, Any] | None = None,
+        nested: NestedState | None = None,
     ) -> None:
         self.feature = feature
         self.manager = manager
@@ -73,6 +75,7 @@ class Run:
         ) else 0
         self._last_len = len(plan.history) + (1 if plan.pending is not None else 0)
         self.selected: str | None = None
+        self.nested = nested
         kept = plan.source.manager_state.get("clears") if plan.source is not None and not plan.live else None
         self.clears: list[dict[str, Any]] = list(kept) if isinstance(kept, list) else []
         self.costly_selection = False
@@ -144,6 +147,8 @@ class Run:
         state["termination_held"] = bool(messages) and self._terminates(messages[-1])
         if self.pattern_state is not None:
             state["pattern_state"] = self.pattern_state
+        if self.nested:
+            state["nested"] = self.nested.capture()
         # AG2 counts each agent's consecutive auto-replies (max_consecutive_auto_reply, human input in
         # TERMINATE mode); a continued run must count on from the same numbers. O(agents).
         state["auto_replies"] = {a.name: a._consecutive_auto_reply_counter.get(self.manager, 0) for a in self._counted}
