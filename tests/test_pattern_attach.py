@@ -63,7 +63,7 @@ def test_ag2_resume_with_messages_on_an_empty_session_is_plain_ag2_and_stored(tm
         {"role": "user", "name": "triage", "content": "Let me look at order 42."},
         {"role": "user", "name": "customer", "content": "Thanks, it was $30."},
     ]
-    (plain, plain_out), (attached, out), feature = _plain_and_attached("default", entry, tmp_path, saved)
+    (_plain, plain_out), (_attached, out), feature = _plain_and_attached("default", entry, tmp_path, saved)
     assert out == plain_out
     latest = feature.latest()
     assert latest is not None
