@@ -77,6 +77,12 @@ def find_loop(manager: Any, is_async: bool) -> tuple[Callable[..., Any], Any] | 
     return None
 
 
+def auto_reply_counts(agent: Any) -> dict[Any, int]:
+    """The agent's consecutive auto-reply counters by peer (``_consecutive_auto_reply_counter``)."""
+    counts: dict[Any, int] = agent._consecutive_auto_reply_counter
+    return counts
+
+
 def oai_messages(agent: Any) -> dict[Any, list[dict[str, Any]]]:
     """The agent's conversations by peer (``ConversableAgent._oai_messages``; public view ``chat_messages``)."""
     messages: dict[Any, list[dict[str, Any]]] = agent._oai_messages

@@ -16,7 +16,6 @@ written before any agent is asked for a reply, so in those cases the loser never
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import os
@@ -27,15 +26,13 @@ from typing import Any, Literal
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
 from persistency import _ag2
-from persistency._capture import chat_secrets, restore_histories
-from persistency.errors import CheckpointNotFoundError, PersistencyError, ResumeError, SerializationError
-from persistency.feature import _pattern
-from persistency.feature._nested import NestedState
+from persistency.errors import PersistencyError, SerializationError
+from persistency.feature._drive import run_async, run_sync
 from persistency.feature._pattern import PatternHook, is_pattern, pattern_spec
-from persistency.feature._plan import Incoming, RunPlan, needs, plan_run
 from persistency.feature._run import Run
-from persistency.feature._writer import LostCheckpoint, OnError, RunWriter
-from persistency.ids import parse_checkpoint_id, validate_id
+from persistency.feature._start import start_plan
+from persistency.feature._writer import LostCheckpoint, OnError
+from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.policies import ResumePolicy
 from persistency.provider import PersistencyStorageProvider
@@ -44,9 +41,6 @@ from persistency.registry import provider_from_url
 __all__ = ["Durability", "LostCheckpoint", "OnError", "Persistency"]
 
 log = logging.getLogger("persistency")
-
-_OUTER_RUNS: contextvars.ContextVar[int] = contextvars.ContextVar("persistency_outer_runs", default=0)
-"""How many recorded chats are running around this point: above zero, a chat starting is nested."""
 
 Durability = Literal["sync", "async", "exit"]
 _DURABILITIES = ("sync", "async", "exit")
@@ -178,7 +172,7 @@ class Persistency:
             sender: Agent | None = None,
             config: Any = None,
         ) -> tuple[bool, Any]:
-            return self._before_start(recipient, messages, sender)
+            return run_sync(start_plan(self, recipient, messages, sender, is_async=False))
 
         async def a_persistency_before_start(
             recipient: ConversableAgent,
@@ -186,7 +180,7 @@ class Persistency:
             sender: Agent | None = None,
             config: Any = None,
         ) -> tuple[bool, Any]:
-            return await self._a_before_start(recipient, messages, sender)
+            return await run_async(start_plan(self, recipient, messages, sender, is_async=True))
 
         manager.register_reply([Agent, None], persistency_before_start, position=0)
         manager.register_reply([Agent, None], a_persistency_before_start, position=0, ignore_async_in_sync_chat=True)
@@ -258,191 +252,6 @@ class Persistency:
         self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None, sender: Agent | None
     ) -> bool:
         return self._active is None and recipient is self._manager and sender is not None and bool(messages)
-
-    @staticmethod
-    def _max_seq(latest: CheckpointInfo | None, infos: list[CheckpointInfo] | None = None) -> int | None:
-        """The greatest run number, from the latest checkpoint (or, if its id is foreign, all ``infos``)."""
-        if latest is None:
-            return 0
-        parsed = parse_checkpoint_id(latest.checkpoint_id)
-        if parsed is not None:
-            return parsed[0]
-        if infos is None:
-            return None  # the caller lists the session and asks again
-        return max((p[0] for i in infos if (p := parse_checkpoint_id(i.checkpoint_id)) is not None), default=0)
-
-    def _plan(
-        self,
-        policy: ResumePolicy,
-        incoming: Incoming,
-        registered: GroupChat,
-        loaded: tuple[CheckpointInfo | None, Checkpoint | None, int],
-    ) -> RunPlan:
-        latest, target, max_seq = loaded
-        return plan_run(
-            policy,
-            incoming=incoming,
-            latest=latest,
-            target=target,
-            max_run_seq=max_seq,
-            fresh_budget=int(registered.max_round),
-            live=list(registered.messages),
-            own_latest=self._last_checkpoint_id,
-            nested=_OUTER_RUNS.get() > 0,
-        )
-
-    def _target_missing(self, policy: ResumePolicy, target_id: str) -> ResumeError:
-        return ResumeError(f"{policy}: no checkpoint {target_id!r} in session {self.session_id!r}")
-
-    def _load(self, policy: ResumePolicy) -> tuple[CheckpointInfo | None, Checkpoint | None, int]:
-        """What ``policy`` needs from storage (sync chats)."""
-        want_latest, target_id = needs(policy)
-        if want_latest:
-            latest: CheckpointInfo | None = self.provider.get_latest_checkpoint(self.session_id)
-        else:
-            infos = self.provider.list_checkpoints(self.session_id, limit=1)
-            latest = infos[-1] if infos else None
-        target = None
-        if target_id is not None:
-            try:
-                target = self.provider.get_checkpoint(self.session_id, target_id)
-            except CheckpointNotFoundError as exc:
-                raise self._target_missing(policy, target_id) from exc
-        max_seq = self._max_seq(latest)
-        if max_seq is None:
-            max_seq = self._max_seq(latest, self.provider.list_checkpoints(self.session_id)) or 0
-        return latest, target, max_seq
-
-    async def _aload(self, policy: ResumePolicy) -> tuple[CheckpointInfo | None, Checkpoint | None, int]:
-        """What ``policy`` needs from storage, through the provider's async twins (async chats)."""
-        want_latest, target_id = needs(policy)
-        if want_latest:
-            latest: CheckpointInfo | None = await self.provider.aget_latest_checkpoint(self.session_id)
-        else:
-            infos = await self.provider.alist_checkpoints(self.session_id, limit=1)
-            latest = infos[-1] if infos else None
-        target = None
-        if target_id is not None:
-            try:
-                target = await self.provider.aget_checkpoint(self.session_id, target_id)
-            except CheckpointNotFoundError as exc:
-                raise self._target_missing(policy, target_id) from exc
-        max_seq = self._max_seq(latest)
-        if max_seq is None:
-            max_seq = self._max_seq(latest, await self.provider.alist_checkpoints(self.session_id)) or 0
-        return latest, target, max_seq
-
-    def _start(
-        self,
-        manager: GroupChatManager,
-        registered: GroupChat,
-        messages: list[dict[str, Any]],
-        sender: Agent,
-        plan: RunPlan,
-        *,
-        is_async: bool,
-    ) -> tuple[Run, list[dict[str, Any]], Agent]:
-        """Restore the plan's state into the agents and build the run (no I/O)."""
-        agents: dict[str, Agent] = {a.name: a for a in registered.agents}
-        agents.setdefault(sender.name, sender)
-        source_state = plan.source.manager_state if plan.source is not None else {}
-        nested = NestedState(list(agents.values()), manager)
-        if nested and plan.source is not None and not plan.live:
-            nested.restore(source_state.get("nested"))
-        if plan.live:
-            loop_messages, loop_sender = messages, sender
-        elif plan.mode == "continue":
-            assert plan.pending is not None
-            speaker = agents.get(str(plan.pending.get("name")))
-            if speaker is None:
-                raise ResumeError(
-                    f"cannot continue: the last saved message is from {plan.pending.get('name')!r}, "
-                    f"which is not an agent of this group chat ({', '.join(agents)})"
-                )
-            intro = plan.opening_step if registered.send_introductions else None
-            clears = source_state.get("clears") or []
-            start = restore_histories(
-                manager, registered, agents, plan.history, pending=plan.pending, intro_step=intro, clears=clears
-            )
-            assert start is not None
-            counts = plan.source.manager_state.get("auto_replies") if plan.source is not None else None
-            for name, count in (counts or {}).items():
-                agent = agents.get(name)
-                if isinstance(agent, ConversableAgent) and isinstance(count, int):
-                    agent._consecutive_auto_reply_counter[manager] = count
-            loop_messages, loop_sender = [start], speaker
-            _pattern.restore(registered, source_state.get("pattern_state"), whole=True)
-            self._warn_unrestorable(registered)
-        else:
-            clears = source_state.get("clears") or []
-            restore_histories(manager, registered, agents, plan.history, keep_opening_from=sender, clears=clears)
-            loop_messages, loop_sender = messages, sender
-            if plan.source is not None:
-                _pattern.restore(registered, source_state.get("pattern_state"), whole=False)
-        secrets = chat_secrets(manager, agents.values())
-        opening = source_state.get("opening") if plan.mode == "continue" else None
-        if not isinstance(opening, dict):
-            opening = {"name": sender.name, "content": messages[-1].get("content")} if plan.mode == "new" else None
-        run = Run(
-            self, manager, registered, plan, sender, is_async=is_async, secrets=secrets, opening=opening, nested=nested
-        )
-        self._last_run_id = run.run_id
-        return run, loop_messages, loop_sender
-
-    def _warn_unrestorable(self, registered: GroupChat) -> None:
-        """One warning per resume naming what a resume cannot put back (random or stateful selection)."""
-        why = _pattern.unrestorable_selection(registered)
-        if why is not None:
-            log.warning(
-                "session %s resumed, but the next speakers may differ from the original run: %s",
-                self.session_id,
-                why,
-            )
-
-    def _before_start(
-        self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None, sender: Agent | None
-    ) -> tuple[bool, Any]:
-        if not self._applies(recipient, messages, sender):
-            return False, None
-        assert isinstance(recipient, GroupChatManager) and messages and sender is not None
-        loop, registered = self._require_loop(recipient, is_async=False)
-        policy = self._take_policy()
-        incoming = Incoming(messages[-1], sender.name)
-        plan = self._plan(policy, incoming, registered, self._load(policy))
-        if plan.closing is not None:
-            RunWriter(self.provider, plan.closing.parent_id, "raise").save(plan.closing)
-        run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=False)
-        self._active = run
-        token = _OUTER_RUNS.set(_OUTER_RUNS.get() + 1)
-        try:
-            run.run(loop, loop_messages, loop_sender)
-        finally:
-            _OUTER_RUNS.reset(token)
-            self._active = None
-        return True, None
-
-    async def _a_before_start(
-        self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None, sender: Agent | None
-    ) -> tuple[bool, Any]:
-        if not self._applies(recipient, messages, sender):
-            return False, None
-        assert isinstance(recipient, GroupChatManager) and messages and sender is not None
-        loop, registered = self._require_loop(recipient, is_async=True)
-        policy = self._take_policy()
-        incoming = Incoming(messages[-1], sender.name)
-        plan = self._plan(policy, incoming, registered, await self._aload(policy))
-        if plan.closing is not None:
-            await RunWriter(self.provider, plan.closing.parent_id, "raise").asave(plan.closing)
-        run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=True)
-        self._active = run
-        token = _OUTER_RUNS.set(_OUTER_RUNS.get() + 1)
-        try:
-            await run.arun(loop, loop_messages, loop_sender)
-        finally:
-            _OUTER_RUNS.reset(token)
-            self._active = None
-        return True, None
-
 
 def _pattern_spec(pattern: Any) -> dict[str, Any]:
     """The description of a pattern stored as ``manager_state["pattern"]`` (kind, initial agent, agents).

@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
+from persistency import _ag2
 from persistency._capture import agent_state, manager_base_state
 from persistency.errors import CheckpointConflictError, PersistencyError
 from persistency.feature import _pattern, _select
+from persistency.feature._drive import Call, Plan, io, run_async, run_sync
 from persistency.feature._nested import NestedState
 from persistency.feature._plan import RunPlan
 from persistency.feature._writer import BackgroundWriter, RunWriter
@@ -151,7 +153,7 @@ class Run:
             state["nested"] = self.nested.capture()
         # AG2 counts each agent's consecutive auto-replies (max_consecutive_auto_reply, human input in
         # TERMINATE mode); a continued run must count on from the same numbers. O(agents).
-        state["auto_replies"] = {a.name: a._consecutive_auto_reply_counter.get(self.manager, 0) for a in self._counted}
+        state["auto_replies"] = {a.name: _ag2.auto_reply_counts(a).get(self.manager, 0) for a in self._counted}
         if detail is not None:
             state["end_detail"] = detail
         return Checkpoint.model_construct(
@@ -287,28 +289,34 @@ class Run:
         seq = int(cp.checkpoint_id.rsplit("-end", 1)[1]) + 1
         cp.checkpoint_id = checkpoint_id_for(self.plan.run_seq, self.id_step, seq)
 
-    def finish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
-        """Store the run_end (sync chats). With ``exc`` set, storage errors are logged, not raised."""
+    def _finish_plan(self, reason: EndReason, exc: BaseException | None, detail: str | None) -> Plan[None]:
+        """Store the run_end. With ``exc`` set, storage errors are logged, not raised."""
         try:
-            self.drain()
+            yield Call(self.drain, self.adrain)
         except CheckpointConflictError:
             self.abandon()
             raise
         except PersistencyError as werr:
             if exc is None:
-                exc = werr
-                reason = "error"
-                self._finish_write(reason, exc, detail, raise_errors=False)
+                yield from self._write_end("error", werr, detail, raise_errors=False)
                 raise
-        self._finish_write(reason, exc, detail, raise_errors=exc is None)
+        yield from self._write_end(reason, exc, detail, raise_errors=exc is None)
 
-    def _finish_write(
+    def finish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
+        """Store the run_end (sync chats)."""
+        run_sync(self._finish_plan(reason, exc, detail))
+
+    async def afinish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
+        """Store the run_end (async chats), through the provider's async twin."""
+        await run_async(self._finish_plan(reason, exc, detail))
+
+    def _write_end(
         self, reason: EndReason, exc: BaseException | None, detail: str | None, *, raise_errors: bool
-    ) -> None:
+    ) -> Plan[None]:
         cp = self._end(reason, exc, detail)
         for _ in range(_END_RETRIES):
             try:
-                self.writer.save(cp)
+                yield io(self.writer, "save", cp)
                 break
             except PersistencyError as err:
                 if not self._end_retry(cp, err, raise_errors=raise_errors):
@@ -325,32 +333,6 @@ class Run:
             raise err
         log.exception("run_end of %s in session %s not stored", self.run_id, self.feature.session_id)
         return False
-
-    async def afinish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
-        """Store the run_end (async chats), through the provider's async twin."""
-        try:
-            await self.adrain()
-        except CheckpointConflictError:
-            self.abandon()
-            raise
-        except PersistencyError as werr:
-            if exc is None:
-                await self._afinish_write("error", werr, detail, raise_errors=False)
-                raise
-        await self._afinish_write(reason, exc, detail, raise_errors=exc is None)
-
-    async def _afinish_write(
-        self, reason: EndReason, exc: BaseException | None, detail: str | None, *, raise_errors: bool
-    ) -> None:
-        cp = self._end(reason, exc, detail)
-        for _ in range(_END_RETRIES):
-            try:
-                await self.writer.asave(cp)
-                break
-            except PersistencyError as err:
-                if not self._end_retry(cp, err, raise_errors=raise_errors):
-                    break
-        self._done()
 
     def abandon(self) -> None:
         """A lost race: another worker owns this run. Stop the writer, store nothing more."""
@@ -389,46 +371,31 @@ class Run:
 
         return unwatch
 
-    def run(self, loop: Callable[..., Any], messages: list[dict[str, Any]], sender: Agent) -> None:
-        """Run AG2's sync loop on our group chat and store the run's end, whatever happens."""
+    def run_plan(self, loop: Callable[..., Any], messages: list[dict[str, Any]], sender: Agent) -> Plan[None]:
+        """Run AG2's loop (``run_chat`` or ``a_run_chat``) on our group chat and store the run's end."""
+        kwargs = (("messages", messages), ("sender", sender), ("config", self.groupchat))
         unwatch = self._watch_clears()
         try:
-            loop(self.manager, messages=messages, sender=sender, config=self.groupchat)
+            yield Call(loop, loop, (self.manager,), kwargs)
         except CheckpointConflictError:
             self.abandon()
             raise
         except Exception as exc:
-            self.finish("error", exc)
+            yield from self._finish_after(exc, "error")
             raise
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit
-            self.finish("cancelled", exc)
-            raise
-        finally:
-            unwatch()
-        reason, detail = self.end_reason()
-        self.finish(reason, None, detail)
-
-    async def arun(self, loop: Callable[..., Awaitable[Any]], messages: list[dict[str, Any]], sender: Agent) -> None:
-        """Run AG2's async loop on our group chat and store the run's end, whatever happens."""
-        unwatch = self._watch_clears()
-        try:
-            await loop(self.manager, messages=messages, sender=sender, config=self.groupchat)
-        except CheckpointConflictError:
-            self.abandon()
-            raise
-        except Exception as exc:
-            await self._afinish_safely("error", exc)
-            raise
-        except BaseException as exc:  # asyncio.CancelledError, KeyboardInterrupt
-            await self._afinish_safely("cancelled", exc)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit, asyncio.CancelledError
+            yield from self._finish_after(exc, "cancelled")
             raise
         finally:
             unwatch()
         reason, detail = self.end_reason()
-        await self.afinish(reason, None, detail)
+        yield from self._finish_plan(reason, None, detail)
 
-    async def _afinish_safely(self, reason: EndReason, exc: BaseException) -> None:
+    def _finish_after(self, exc: BaseException, reason: EndReason) -> Plan[None]:
+        """The run_end after the loop raised; in async chats nothing in it may replace the loop's error."""
         try:
-            await self.afinish(reason, exc)
+            yield from self._finish_plan(reason, exc, None)
         except BaseException:
+            if not self.is_async:
+                raise
             log.exception("could not store the run_end of %s", self.run_id)
