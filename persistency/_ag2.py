@@ -2,8 +2,9 @@
 
 AG2 Classic (the ``autogen`` distribution, or ``ag2<1.0``) exposes no per-step hook and no
 state API for group chats, so the feature reads and writes a few private attributes. Each one
-is wrapped here, with the AG2 versions it was read against (0.10.0 to 0.14.1 share this code),
-so a new AG2 release is checked in one module. `require_ag2` refuses an AG2 outside that range.
+is wrapped here, with the AG2 version it was read against (0.14.1; the team notes measured 0.10.0
+to 0.14.x sharing this code), so a new AG2 release is checked in one module. `require_ag2` refuses
+an AG2 outside that range.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from persistency.errors import AG2VersionError
 
 __all__ = [
+    "AG2_VERSION",
     "TESTED_RANGE",
     "find_loop",
     "group_tool_executor",
@@ -59,7 +61,11 @@ def require_ag2() -> str:
     return version
 
 
-# -- GroupChatManager (checked: 0.10.0, 0.12.0, 0.14.1) ---------------------------------------------------
+AG2_VERSION = require_ag2()
+"""The AG2 Classic version in use: importing this module (the feature does) refuses any other."""
+
+
+# -- GroupChatManager (read in 0.14.1; same code 0.10-0.14 per shared notes) ------------------------------------------
 def reply_funcs(agent: Any) -> list[dict[str, Any]]:
     """The agent's reply-function list (``ConversableAgent._reply_func_list``), mutable in place."""
     funcs: list[dict[str, Any]] = agent._reply_func_list
@@ -89,7 +95,58 @@ def oai_messages(agent: Any) -> dict[Any, list[dict[str, Any]]]:
     return messages
 
 
-# -- group patterns (autogen.agentchat.group; checked: 0.10.0, 0.12.0, 0.14.1) ------------------------------
+def append_oai_message(agent: Any, message: dict[str, Any] | str, peer: Any, *, role: str, name: str) -> None:
+    """Add ``message`` to the agent's conversation with ``peer`` as AG2's ``send``/``receive`` do.
+
+    ``ConversableAgent._append_oai_message(message, conversation_id, role, name)``: the 0.10+
+    signature (0.9.x differs, hence the tested range)."""
+    agent._append_oai_message(message, peer, role=role, name=name)
+
+
+def termination_check(agent: Any) -> Any:
+    """The agent's termination predicate (``_is_termination_msg``), or None."""
+    return getattr(agent, "_is_termination_msg", None)
+
+
+def agent_settings(agent: Any) -> dict[str, Any]:
+    """Private settings a checkpoint keeps: code execution config, reply limit, default reply."""
+    return {
+        "code_execution_config": agent._code_execution_config,
+        "max_consecutive_auto_reply": agent._max_consecutive_auto_reply,
+        "default_auto_reply": agent._default_auto_reply,
+    }
+
+
+def wrap_clear_agents_history(
+    manager: Any, wrapper: Callable[[Callable[..., str]], Callable[..., str]]
+) -> Callable[[], None]:
+    """Replace the manager's ``clear_agents_history`` (called by the loop as ``self.clear_agents_history``)
+    on the instance; returns the undo."""
+    replacement = wrapper(manager.clear_agents_history)
+    manager.clear_agents_history = replacement
+
+    def undo() -> None:
+        if manager.__dict__.get("clear_agents_history") is replacement:
+            del manager.__dict__["clear_agents_history"]
+
+    return undo
+
+
+def clear_agents_history(manager: Any, reply: dict[str, Any], groupchat: Any) -> str:
+    """AG2's own "clear history" handling, applied again on resume."""
+    from autogen import GroupChatManager
+
+    result: str = GroupChatManager.clear_agents_history(manager, reply, groupchat)
+    return result
+
+
+COSTLY_SELECTORS = ("_auto_select_speaker", "manual_select_speaker")
+"""GroupChat methods that call a model or ask a human to select a speaker (sync)."""
+COSTLY_ASYNC_SELECTORS = ("a_auto_select_speaker",)
+"""The async one (async manual selection goes through the sync ``manual_select_speaker``)."""
+
+
+# -- group patterns (autogen.agentchat.group; read in 0.14.1) ------------------------------------------------------
 _TRANSITION_QUALNAME = "create_group_transition.<locals>.group_transition"
 
 
@@ -159,7 +216,7 @@ def manager_forced_target(manager: Any) -> Any | None:
     return getattr(manager, "_next_target_force", None)
 
 
-# -- nested chats (ConversableAgent.register_nested_chats; checked: 0.10.0, 0.12.0, 0.14.1) --------------------
+# -- nested chats (ConversableAgent.register_nested_chats; read in 0.14.1) ---------------------------------------------
 _NESTED_NAMES = ("_summary_from_nested_chats", "_a_summary_from_nested_chats")
 
 

@@ -23,6 +23,10 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
+# isort: off
+from persistency._ag2 import AG2_VERSION  # first: refuses a missing or untested AG2 before importing it
+
+# isort: on
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
 from persistency import _ag2
@@ -38,7 +42,7 @@ from persistency.policies import ResumePolicy
 from persistency.provider import PersistencyStorageProvider
 from persistency.registry import provider_from_url
 
-__all__ = ["Durability", "LostCheckpoint", "OnError", "Persistency"]
+__all__ = ["AG2_VERSION", "Durability", "LostCheckpoint", "OnError", "Persistency"]
 
 log = logging.getLogger("persistency")
 

@@ -185,10 +185,14 @@ class Run:
                 states[agent.name] = agent_state(agent, participant=participant)
                 self.agent_states = states
 
+    def _terminates_raw(self, message: dict[str, Any]) -> bool:
+        check = _ag2.termination_check(self.manager)
+        return bool(check(message)) if check is not None else False
+
     def _terminates(self, message: dict[str, Any]) -> bool:
         """Whether the live manager's termination condition holds for ``message`` (a user's may raise)."""
         try:
-            return bool(self.manager._is_termination_msg(message))
+            return self._terminates_raw(message)
         except Exception:  # the loop itself will raise it; a checkpoint just says "no"
             return False
 
@@ -264,7 +268,7 @@ class Run:
     def end_reason(self) -> tuple[EndReason, str | None]:
         """Why a loop that returned normally stopped."""
         messages = self.groupchat.messages
-        if messages and self.loop_appends and self.manager._is_termination_msg(messages[-1]):
+        if messages and self.loop_appends and self._terminates_raw(messages[-1]):
             return "termination_message", None
         if self.loop_appends >= self.loop_rounds():
             return "max_rounds", None
@@ -353,23 +357,18 @@ class Run:
     def _watch_clears(self) -> Callable[[], None]:
         """Record each "clear history" AG2 applies (the transcript before it and the phrase): the
         manager keeps its histories while the agents lose theirs, so a resume must replay it."""
-        manager = self.manager
-        original = manager.clear_agents_history
 
-        def clear_agents_history(reply: dict[str, Any], groupchat: GroupChat) -> str:
-            before, content = list(groupchat.messages), reply.get("content")
-            result = original(reply, groupchat)
-            record = {"before": before, "content": content, "kept": len(groupchat.messages)}
-            self.clears = [*self.clears, record]  # a new list: earlier checkpoints keep theirs
-            return result
+        def wrap(original: Callable[..., str]) -> Callable[..., str]:
+            def clear_agents_history(reply: dict[str, Any], groupchat: GroupChat) -> str:
+                before, content = list(groupchat.messages), reply.get("content")
+                result = original(reply, groupchat)
+                record = {"before": before, "content": content, "kept": len(groupchat.messages)}
+                self.clears = [*self.clears, record]  # a new list: earlier checkpoints keep theirs
+                return result
 
-        manager.clear_agents_history = clear_agents_history  # type: ignore[method-assign]
+            return clear_agents_history
 
-        def unwatch() -> None:
-            if manager.__dict__.get("clear_agents_history") is clear_agents_history:
-                del manager.__dict__["clear_agents_history"]
-
-        return unwatch
+        return _ag2.wrap_clear_agents_history(self.manager, wrap)
 
     def run_plan(self, loop: Callable[..., Any], messages: list[dict[str, Any]], sender: Agent) -> Plan[None]:
         """Run AG2's loop (``run_chat`` or ``a_run_chat``) on our group chat and store the run's end."""

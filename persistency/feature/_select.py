@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from autogen import Agent, GroupChat
 
+from persistency import _ag2
+
 if TYPE_CHECKING:
     from persistency.feature._run import Run
 
 __all__ = ["install"]
 
-_COSTLY_SYNC = ("_auto_select_speaker", "manual_select_speaker")
-_COSTLY_ASYNC = ("a_auto_select_speaker",)
 
 
 def _flagging(run: Run, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,10 +52,10 @@ def _forced(run: Run, gc: GroupChat) -> Agent | None:
 
 def install(gc: GroupChat, run: Run) -> None:
     """Wrap the loop's group chat copy: forced first selection on resume, costly selections stored."""
-    for name in _COSTLY_SYNC:
+    for name in _ag2.COSTLY_SELECTORS:
         if hasattr(gc, name):
             setattr(gc, name, _flagging(run, getattr(gc, name)))
-    for name in _COSTLY_ASYNC:
+    for name in _ag2.COSTLY_ASYNC_SELECTORS:
         if hasattr(gc, name):
             setattr(gc, name, _aflagging(run, getattr(gc, name)))
     select, a_select = gc.select_speaker, gc.a_select_speaker
