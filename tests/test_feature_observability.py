@@ -17,6 +17,16 @@ from persistency import CheckpointInfo, Persistency, ResumePolicy
 from tests.helpers_ag2 import Faults, build_chat
 
 
+def _crash_then_resume(tmp_path: Path) -> None:
+    """A chat that fails before step 3, then the same chat on fresh objects resuming it."""
+    crashed = build_chat(max_round=5, faults=Faults(raise_at=3))
+    with Persistency(f"file://{tmp_path}", "s").attach(crashed.manager), pytest.raises(RuntimeError):
+        crashed.user.initiate_chat(crashed.manager, message="hi", silent=True)
+    resumed = build_chat(max_round=5)
+    with Persistency(f"file://{tmp_path}", "s").attach(resumed.manager):
+        resumed.user.initiate_chat(resumed.manager, message="hi", silent=True)
+
+
 def test_on_checkpoint_sees_every_stored_checkpoint_in_order(tmp_path: Path) -> None:
     seen: list[CheckpointInfo] = []
     chat = build_chat(max_round=4)
@@ -48,12 +58,7 @@ def test_debug_lines_for_each_save_and_load_come_from_module_loggers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG, logger="persistency"):
-        crashed = build_chat(max_round=5, faults=Faults(raise_at=3))
-        with Persistency(f"file://{tmp_path}", "s").attach(crashed.manager), pytest.raises(RuntimeError):
-            crashed.user.initiate_chat(crashed.manager, message="hi", silent=True)
-        resumed = build_chat(max_round=5)
-        with Persistency(f"file://{tmp_path}", "s").attach(resumed.manager):
-            resumed.user.initiate_chat(resumed.manager, message="hi", silent=True)
+        _crash_then_resume(tmp_path)
     saves = [r for r in caplog.records if r.getMessage().startswith("saved checkpoint")]
     loads = [r for r in caplog.records if r.getMessage().startswith("loaded the latest checkpoint")]
     assert len(saves) == len({r.getMessage() for r in saves}) == (2 + 1) + (3 + 1)  # steps and run end, twice
@@ -75,12 +80,7 @@ def test_spans_for_save_load_and_resume_when_opentelemetry_is_installed(tmp_path
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     _observe._TRACER = provider.get_tracer("persistency")
     try:
-        crashed = build_chat(max_round=5, faults=Faults(raise_at=3))
-        with Persistency(f"file://{tmp_path}", "s").attach(crashed.manager), pytest.raises(RuntimeError):
-            crashed.user.initiate_chat(crashed.manager, message="hi", silent=True)
-        resumed = build_chat(max_round=5)
-        with Persistency(f"file://{tmp_path}", "s").attach(resumed.manager):
-            resumed.user.initiate_chat(resumed.manager, message="hi", silent=True)
+        _crash_then_resume(tmp_path)
     finally:
         _observe._TRACER = None
     names = [s.name for s in exporter.get_finished_spans()]
