@@ -148,7 +148,8 @@ def _agent_state(agent: ConversableAgent) -> dict[str, Any]:
 def pattern_spec(pattern: Pattern) -> dict[str, Any]:
     """The JSON description of ``pattern`` that `rebuild_pattern` builds an equal pattern from."""
     writer = _Writer()
-    kind = type(pattern).__name__
+    # the AG2 kind it is (a subclass names its nearest AG2 base, and the subclass itself is code)
+    kind = next((c.__name__ for c in type(pattern).__mro__ if KINDS.get(c.__name__) is c), type(pattern).__name__)
     if KINDS.get(kind) is not type(pattern):
         writer.code.append({"where": "pattern", "kind": "Pattern", "name": type(pattern).__qualname__})
     handoffs = {}
@@ -168,6 +169,7 @@ def pattern_spec(pattern: Pattern) -> dict[str, Any]:
     summary = pattern.summary_method
     return {
         "kind": kind,
+        "class": f"{type(pattern).__module__}.{type(pattern).__qualname__}",
         "initial_agent": pattern.initial_agent.name,
         "agents": [_agent_state(a) for a in pattern.agents],
         "user_agent": None if pattern.user_agent is None else _agent_state(pattern.user_agent),
