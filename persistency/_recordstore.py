@@ -8,9 +8,7 @@ keyframes, latest, listing) lives here once.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from abc import abstractmethod
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from persistency._codec import (
@@ -27,6 +25,7 @@ from persistency.errors import CheckpointNotFoundError, CorruptCheckpointError
 from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
+from persistency.storage.cache import LRUCache
 
 if TYPE_CHECKING:
     from persistency.encryption import PayloadCipher
@@ -34,32 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["RecordStorageProvider"]
 
 
-class _LRU:
-    """A small thread-safe LRU of immutable values (records never change once written)."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> Any:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: tuple[str, str], value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-    def drop_session(self, session_id: str) -> None:
-        with self._lock:
-            for key in [k for k in self._data if k[0] == session_id]:
-                del self._data[key]
+_LRU = LRUCache  # the old private name, still used by the S3 provider
 
 
 class RecordStorageProvider(PersistencyStorageProvider):

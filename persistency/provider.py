@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from types import TracebackType
+from typing import Any
 
 from persistency.models import Checkpoint, CheckpointInfo
 
@@ -33,8 +34,18 @@ class PersistencyStorageProvider(ABC):
     blocks its event loop; a provider with a native async client overrides them.
     """
 
-    #: URL schemes this provider serves (for `provider_from_url` and error messages).
+    #: URL schemes this provider serves (documentation: the registry's table decides).
     schemes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PersistencyStorageProvider:
+        """Build a provider from a URL (what `provider_from_url` calls).
+
+        The default is ``cls(url, **options)``: the whole URL as the first argument, the options as
+        keywords. Override it to parse your URL's syntax and query options; say in its docstring
+        whether the URL's query or the keyword options win (ours: the keyword wins).
+        """
+        return cls(url, **options)  # type: ignore[call-arg]
 
     # -- the primitives ---------------------------------------------------------------------------
     @abstractmethod

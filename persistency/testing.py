@@ -326,10 +326,22 @@ class ProviderConformance:
         msgs = [_message(0), {"content": object(), "role": "assistant", "name": "bob"}]
         with pytest.raises(SerializationError, match=r"message at step 2 from 'bob'"):
             provider.save_checkpoint(make_checkpoint("ser", 2, messages=msgs))
-        bad_utf8 = [{"content": "lone \ud800 surrogate", "role": "user", "name": "alice"}]
+        deep: Any = "leaf"
+        for _ in range(5000):
+            deep = {"d": deep}
         with pytest.raises(SerializationError, match="message at step 1"):
-            provider.save_checkpoint(make_checkpoint("ser", 1, messages=bad_utf8))
+            provider.save_checkpoint(make_checkpoint("ser", 1, messages=[{"content": deep, "role": "user"}]))
         assert provider.get_latest_checkpoint("ser") is None
+
+    def test_lone_surrogates_round_trip_exactly(self, provider: PersistencyStorageProvider) -> None:
+        """Unpaired UTF-16 code units (model output holds them) are stored escaped and read back exactly."""
+        texts = ["\ud83d", "half \ud83d emoji", "\udc00 low", "a\ud800\ud800b"]
+        msgs = [{"content": t, "role": "user", "name": "alice"} for t in texts]
+        cp = make_checkpoint("sur", len(msgs), messages=msgs, metadata={"note": "\ud83d"})
+        provider.save_checkpoint(cp)
+        got = provider.get_checkpoint("sur", cp.checkpoint_id)
+        assert [m["content"] for m in got.messages] == texts
+        assert got.metadata == {"note": "\ud83d"}
 
     # -- async twins and lifecycle ---------------------------------------------------------------------
     async def test_async_twins(self, provider: PersistencyStorageProvider) -> None:

@@ -24,6 +24,7 @@ import redis
 import redis.asyncio.connection
 import redis.cluster
 import redis.connection
+from persistency.providers.redis import RedisStorageProvider
 from redis.crc import key_slot
 
 from persistency import provider_from_url
@@ -41,7 +42,6 @@ from persistency.ids import checkpoint_id_for
 from persistency.models import Checkpoint
 from persistency.provider import PersistencyStorageProvider
 from persistency.testing import ProviderConformance, make_chain, make_checkpoint
-from providers.redis import RedisStorageProvider
 from tests.servers.redis_server import free_port
 
 SECRET = "s3cr3t-Pa55word"
@@ -408,7 +408,7 @@ def test_a_retried_save_is_not_taken_for_a_conflict(
     provider: RedisStorageProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A save whose reply was lost is sent again by redis-py's Retry; its token makes it idempotent."""
-    import providers.redis as mod
+    import persistency.providers.redis as mod
 
     monkeypatch.setattr(mod.secrets, "token_hex", lambda n: "same-token")
     cp = make_checkpoint("retry", 1)
@@ -744,7 +744,7 @@ class _ReplyDroppingProxy:
 
 
 def test_a_save_whose_reply_is_lost_is_retried_and_not_taken_for_a_conflict(redis_url: str) -> None:
-    from providers.redis import _SCRIPTS
+    from persistency.providers.redis import _SCRIPTS
 
     parts = urlsplit(redis_url)
     proxy = _ReplyDroppingProxy(int(parts.port or 6379), _SCRIPTS["save"][0].encode())

@@ -35,8 +35,8 @@ def _write_session(p: Any, sid: str) -> None:
     end = make_checkpoint(sid, 7, parent_id=parent, messages=list(msgs), kind="run_end", end_reason="error",
                           end_seq=1, metadata={"k": 3, "fixed": "same"})
     p.save_checkpoint(end.model_copy(update={"error": "boom: the model failed"}))
-    branch = make_checkpoint(sid, 4, run_seq=2, parent_id="000001-0000003", messages=msgs[:3] + [
-        {"content": "branch", "role": "assistant", "name": "carol"}])
+    fork = {"content": "branch", "role": "assistant", "name": "carol"}
+    branch = make_checkpoint(sid, 4, run_seq=2, parent_id="000001-0000003", messages=[*msgs[:3], fork])
     p.save_checkpoint(branch)
 
 
