@@ -26,14 +26,12 @@ import redis.cluster
 import redis.connection
 from persistency.providers.redis import RedisStorageProvider
 from persistency.providers.redis.calls import drive
-from persistency.storage.codec import encode
 from redis.crc import key_slot
 
 from persistency import provider_from_url
 from persistency.encryption import generate_key
 from persistency.errors import (
     CheckpointConflictError,
-    CheckpointNotFoundError,
     CorruptCheckpointError,
     EncryptionError,
     PersistencyError,
@@ -43,6 +41,7 @@ from persistency.errors import (
 from persistency.ids import checkpoint_id_for
 from persistency.models import Checkpoint
 from persistency.provider import PersistencyStorageProvider
+from persistency.storage.codec import encode
 from persistency.testing import ProviderConformance, make_chain, make_checkpoint
 from tests.servers.redis_server import free_port
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from persistency.storage.records import NewRecord
 
-__all__ = ["Delete", "StaleParent", "ListIds", "ListSessions", "Op", "Plan", "Read", "ReadChain", "ReadInfos", "Write"]
+__all__ = ["Delete", "ListIds", "ListSessions", "Op", "Plan", "Read", "ReadChain", "ReadInfos", "StaleParent", "Write"]
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ class Delete:
     session_id: str
 
 
-class StaleParent(Exception):  # noqa: N818 - a signal between a backend and the base, not an error
+class StaleParent(Exception):
     """Raised by ``write_record`` when the stored parent is not the one the record was encoded against
     (the session was deleted and re-created by another writer): the base re-reads it and encodes again."""
 
