@@ -39,6 +39,12 @@ from .reads import RECORDS
 
 __all__ = ["S3StorageProvider"]
 
+#: s3fs.S3FileSystem keywords passed through (the provider sets the others itself)
+_S3FS_OPTIONS = frozenset({
+    "key", "secret", "token", "use_ssl", "client_kwargs", "config_kwargs", "s3_additional_kwargs", "session",
+    "username", "password", "cache_regions", "version_aware", "default_block_size",
+})
+
 
 class S3StorageProvider(S3Compaction):
     """Stores checkpoints in an S3 bucket under a prefix; create-only by S3 conditional writes.
@@ -87,6 +93,12 @@ class S3StorageProvider(S3Compaction):
         **s3fs_options: Any,
     ) -> None:
         check_options({k: v for k, v in locals().items() if k in S3Options.model_fields})
+        unknown = sorted(set(s3fs_options) - _S3FS_OPTIONS)
+        if unknown:
+            raise ProviderConfigError(
+                f"S3 option(s) refused: {', '.join(unknown)} (unknown option; the options are: "
+                f"{', '.join(S3Options.model_fields)}, encryption_key, and s3fs's {', '.join(sorted(_S3FS_OPTIONS))})"
+            )
         super().__init__(cache_size=cache_size, encryption_key=encryption_key)
         try:
             import s3fs
