@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,7 +100,7 @@ class InProcessLockProvider(StorageBackend):
                 raise CheckpointConflictError(f"checkpoint {record.checkpoint_id!r} exists")
             path.parent.mkdir(parents=True, exist_ok=True)
             time.sleep(self.WRITE_LATENCY)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp = path.with_suffix(f".tmp{uuid.uuid4().hex}")
             tmp.write_bytes(record.data)
             os.replace(tmp, path)
 
