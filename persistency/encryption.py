@@ -1,9 +1,10 @@
 """Optional encryption at rest: message payloads and states sealed with AES-256-GCM.
 
-Only the payload of a record is encrypted (messages, agent and manager state); the info line
-(ids, step, kind, times, metadata) stays readable so that listing, ``show`` and ``prune`` work
-without the key. Each payload is compressed, then sealed with a fresh nonce and bound to its
-session and checkpoint id (associated data), so a payload copied onto another record fails to
+Only the payload of a record is encrypted (messages, agent and manager state, and the error text
+of a failed run); the info line (ids, step, kind, times, metadata) stays readable so that
+listing, ``show`` and ``prune`` work without the key. Each payload is compressed, then sealed
+with a fresh nonce and bound to its session and checkpoint id and to the info line's JSON
+(associated data), so a payload copied onto another record, or an edited info line, fails to
 open. A wrong key is named as such, never mistaken for damage. Needs the ``crypto`` extra.
 """
 
@@ -59,10 +60,10 @@ class PayloadCipher:
     def __repr__(self) -> str:
         return f"PayloadCipher(key_id={self.key_id!r})"
 
-    def seal(self, payload: bytes, session_id: str, checkpoint_id: str) -> dict[str, Any]:
-        """Encrypt a payload's JSON bytes into a JSON-able envelope."""
+    def seal(self, payload: bytes, session_id: str, checkpoint_id: str, info: bytes | None = None) -> dict[str, Any]:
+        """Encrypt a payload's JSON bytes into a JSON-able envelope, authenticating ``info`` with it."""
         nonce = os.urandom(12)
-        ct = self._aead.encrypt(nonce, zlib.compress(payload, 6), _aad(session_id, checkpoint_id))
+        ct = self._aead.encrypt(nonce, zlib.compress(payload, 6), _aad(session_id, checkpoint_id, info))
         return {
             "alg": ALGORITHM,
             "kid": self.key_id,
@@ -70,8 +71,12 @@ class PayloadCipher:
             "ct": base64.b64encode(ct).decode("ascii"),
         }
 
-    def open(self, envelope: dict[str, Any], session_id: str, checkpoint_id: str, where: str) -> bytes:
-        """Decrypt an envelope back to the payload's JSON bytes; `EncryptionError` if it cannot."""
+    def open(self, envelope: dict[str, Any], session_id: str, checkpoint_id: str, where: str,
+             info: bytes | None = None) -> bytes:
+        """Decrypt an envelope back to the payload's JSON bytes; `EncryptionError` if it cannot.
+
+        ``info`` is the info JSON the payload was sealed with (None for records of 0.1).
+        """
         from cryptography.exceptions import InvalidTag
 
         if envelope.get("alg") != ALGORITHM:
@@ -83,10 +88,11 @@ class PayloadCipher:
         try:
             nonce = base64.b64decode(envelope["nonce"], validate=True)
             ct = base64.b64decode(envelope["ct"], validate=True)
-            return zlib.decompress(self._aead.decrypt(nonce, ct, _aad(session_id, checkpoint_id)))
+            return zlib.decompress(self._aead.decrypt(nonce, ct, _aad(session_id, checkpoint_id, info)))
         except (InvalidTag, KeyError, ValueError, TypeError, zlib.error) as exc:
             raise EncryptionError(f"{where}: encrypted payload does not open with this key (tampered?)") from exc
 
 
-def _aad(session_id: str, checkpoint_id: str) -> bytes:
-    return f"ag2-persistency\x00{session_id}\x00{checkpoint_id}".encode()
+def _aad(session_id: str, checkpoint_id: str, info: bytes | None) -> bytes:
+    ids = f"ag2-persistency\x00{session_id}\x00{checkpoint_id}".encode()
+    return ids if info is None else ids + b"\x00" + info

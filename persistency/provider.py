@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from types import TracebackType
+from typing import Any
 
 from persistency.models import Checkpoint, CheckpointInfo
 
@@ -33,8 +34,18 @@ class PersistencyStorageProvider(ABC):
     blocks its event loop; a provider with a native async client overrides them.
     """
 
-    #: URL schemes this provider serves (for `provider_from_url` and error messages).
+    #: URL schemes this provider serves (documentation: the registry's table decides).
     schemes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PersistencyStorageProvider:
+        """Build a provider from a URL (what `provider_from_url` calls).
+
+        The default is ``cls(url, **options)``: the whole URL as the first argument, the options as
+        keywords. Override it to parse your URL's syntax and query options; say in its docstring
+        whether the URL's query or the keyword options win (ours: the keyword wins).
+        """
+        return cls(url, **options)  # type: ignore[call-arg]
 
     # -- the primitives ---------------------------------------------------------------------------
     @abstractmethod
@@ -46,14 +57,8 @@ class PersistencyStorageProvider(ABC):
         """Load one checkpoint, materialized; `CheckpointNotFoundError` if absent."""
 
     @abstractmethod
-    def list_checkpoints(
-        self,
-        session_id: str,
-        *,
-        run_id: str | None = None,
-        limit: int | None = None,
-        before: str | None = None,
-    ) -> list[CheckpointInfo]:
+    def list_checkpoints(self, session_id: str, *, run_id: str | None = None, limit: int | None = None,
+                         before: str | None = None) -> list[CheckpointInfo]:
         """The session's checkpoints, oldest first, without reading message payloads.
 
         Args:
@@ -124,14 +129,8 @@ class PersistencyStorageProvider(ABC):
         """Async `get_latest_checkpoint`."""
         return await asyncio.to_thread(self.get_latest_checkpoint, session_id)
 
-    async def alist_checkpoints(
-        self,
-        session_id: str,
-        *,
-        run_id: str | None = None,
-        limit: int | None = None,
-        before: str | None = None,
-    ) -> list[CheckpointInfo]:
+    async def alist_checkpoints(self, session_id: str, *, run_id: str | None = None, limit: int | None = None,
+                                before: str | None = None) -> list[CheckpointInfo]:
         """Async `list_checkpoints`."""
         return await asyncio.to_thread(
             self.list_checkpoints, session_id, run_id=run_id, limit=limit, before=before

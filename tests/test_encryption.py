@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from persistency import EncryptionError, PersistencyStorageProvider, ProviderConfigError, provider_from_url
+from persistency import (
+    CorruptCheckpointError,
+    EncryptionError,
+    PersistencyStorageProvider,
+    ProviderConfigError,
+    provider_from_url,
+)
 from persistency.encryption import PayloadCipher, generate_key
-from persistency.testing import ProviderConformance, make_chain
+from persistency.storage.framing import frame, split
+from persistency.testing import ProviderConformance, make_chain, make_checkpoint
+from tests.records import reframed
 
 
 def _stored(root: Path) -> bytes:
@@ -45,11 +53,41 @@ def test_a_payload_moved_to_another_record_does_not_open(tmp_path: Path) -> None
     chain = make_chain(p, "enc", 2)
     d = tmp_path / "enc" / "checkpoints"
     first, second = (d / f"{c.checkpoint_id}.json" for c in chain)
+    info, _ = split(second.read_bytes(), "x")
+    _, payload = split(first.read_bytes(), "x")
     line1 = second.read_bytes().split(b"\n", 1)[0]
     payload_of_first = first.read_bytes().split(b"\n", 1)[1]
     second.write_bytes(line1 + b"\n" + payload_of_first)
+    with pytest.raises(CorruptCheckpointError, match="checksum"):  # the checksum binds the lines together
+        provider_from_url(str(tmp_path), encryption_key=key).get_checkpoint("enc", chain[-1].checkpoint_id)
+    # with the checksums recomputed, the encryption still refuses it: the info line is associated data
+    second.write_bytes(b"\n".join(frame(info, payload)) + b"\n")
     with pytest.raises(EncryptionError):
         provider_from_url(str(tmp_path), encryption_key=key).get_checkpoint("enc", chain[-1].checkpoint_id)
+
+
+def test_an_edited_info_line_does_not_open(tmp_path: Path) -> None:
+    key = generate_key()
+    chain = make_chain(provider_from_url(str(tmp_path), encryption_key=key), "enc", 2)
+    path = tmp_path / "enc" / "checkpoints" / f"{chain[0].checkpoint_id}.json"
+    data = path.read_bytes()
+    path.write_bytes(reframed(data, lambda info: info.replace(b'"problem":"2+2"', b'"problem":"2+3"')))
+    assert path.read_bytes() != data
+    with pytest.raises(EncryptionError):
+        provider_from_url(str(tmp_path), encryption_key=key).get_checkpoint("enc", chain[0].checkpoint_id)
+
+
+def test_error_text_is_sealed_and_listed_with_the_key(tmp_path: Path) -> None:
+    key = generate_key()
+    p = provider_from_url(str(tmp_path), encryption_key=key)
+    chain = make_chain(p, "enc", 1)
+    end = make_checkpoint("enc", 1, parent_id=chain[0].checkpoint_id, messages=chain[0].messages, kind="run_end",
+                          end_reason="error", end_seq=1).model_copy(update={"error": "the prompt said SECRET-42"})
+    p.save_checkpoint(end)
+    assert b"SECRET-42" not in _stored(tmp_path)
+    assert provider_from_url(str(tmp_path), encryption_key=key).list_checkpoints("enc")[-1].error == end.error
+    again = provider_from_url(str(tmp_path), encryption_key=key)
+    assert again.get_checkpoint("enc", end.checkpoint_id).error == end.error
 
 
 def test_key_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from persistency.providers.filesystem import FilesystemStorageProvider
 
 from persistency import (
     CheckpointConflictError,
@@ -23,7 +24,7 @@ from persistency import (
 )
 from persistency.ids import checkpoint_id_for
 from persistency.testing import make_chain, make_checkpoint
-from providers.filesystem import FilesystemStorageProvider
+from tests.records import reframed
 
 
 def _record(root: Path, session: str, step: int) -> Path:
@@ -48,7 +49,7 @@ def test_listing_reads_no_payload(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def forbidden(*a: object, **k: object) -> bytes:
         raise AssertionError("listing read a whole record")
 
-    monkeypatch.setattr(fresh, "_read", forbidden)
+    monkeypatch.setattr(fresh, "read_records", forbidden)
     assert len(fresh.list_checkpoints("s")) == 20
 
 
@@ -73,7 +74,7 @@ def test_stray_temporary_files_are_ignored(tmp_path: Path) -> None:
         pytest.param(lambda b: b"[]", id="json-array"),
         pytest.param(lambda b: b.replace(b'"step":3', b'"step":"three"'), id="bad-field-type"),
         pytest.param(lambda b: b.replace(b'"base_step":2', b'"base_step":1'), id="inconsistent-base"),
-        pytest.param(lambda b: b.replace(b'"format":1', b'"format":99'), id="unknown-format"),
+        pytest.param(lambda b: b.replace(b'"format":2', b'"format":99'), id="unknown-format"),
         pytest.param(lambda b: b.replace(b'"session_id":"s"', b'"session_id":"other"'), id="foreign-session"),
         pytest.param(lambda b: b"\xff\xfe" + b, id="not-utf8"),
     ],
@@ -105,7 +106,9 @@ def test_newer_schema_fails_fast(tmp_path: Path) -> None:
     p = FilesystemStorageProvider(tmp_path)
     make_chain(p, "s", 1)
     path = _record(tmp_path, "s", 1)
-    path.write_bytes(path.read_bytes().replace(b'"schema_version":1', b'"schema_version":99'))
+    # as a newer version would write it: checksums valid, schema newer
+    newer = reframed(path.read_bytes(), lambda info: info.replace(b'"schema_version":1', b'"schema_version":99'))
+    path.write_bytes(newer)
     fresh = FilesystemStorageProvider(tmp_path)
     with pytest.raises(UnsupportedSchemaError, match="99"):
         fresh.get_checkpoint("s", checkpoint_id_for(1, 1))
@@ -146,7 +149,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     from persistency.testing import make_checkpoint
-    from providers.filesystem import FilesystemStorageProvider
+    from persistency.providers.filesystem import FilesystemStorageProvider
     p = FilesystemStorageProvider(sys.argv[1])
     msgs, parent = [], None
     for step in range(1, 100000):

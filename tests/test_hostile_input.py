@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from persistency.providers.filesystem import FilesystemStorageProvider
 
 from persistency import (
     CorruptCheckpointError,
@@ -23,7 +24,6 @@ from persistency import (
 )
 from persistency._codec import decode_info_line, decode_record
 from persistency.testing import make_chain, make_checkpoint
-from providers.filesystem import FilesystemStorageProvider
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -73,10 +73,9 @@ def test_any_json_transcript_round_trips_exactly(transcript: list[dict[str, Any]
         {"content": math.inf},
         {"content": b"bytes"},
         {"content": {1, 2}},
-        {"content": "lone \udfff surrogate"},
         {"content": object()},
     ],
-    ids=["nan", "inf", "bytes", "set", "surrogate", "object"],
+    ids=["nan", "inf", "bytes", "set", "object"],
 )
 def test_unstorable_messages_are_named_at_save(tmp_path: Path, bad: dict[str, Any]) -> None:
     p = FilesystemStorageProvider(tmp_path)

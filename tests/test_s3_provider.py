@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from persistency.providers.s3 import S3StorageProvider, parse_s3_url
 
 from persistency import provider_from_url
 from persistency.errors import (
@@ -31,7 +32,6 @@ from persistency.errors import (
 from persistency.ids import checkpoint_id_for
 from persistency.models import Checkpoint
 from persistency.testing import make_checkpoint
-from providers.s3 import S3StorageProvider, parse_s3_url
 from tests.servers.s3_server import BUCKET, S3Server
 
 STEPS = 1000

@@ -1,0 +1,81 @@
+"""Checksummed framing of a record's two lines, with no I/O.
+
+A format-2 record is one JSON object on two lines, each line carrying a checksum of its bytes::
+
+    {"v":2,"isum":"<16 hex>","info":{...},
+    "psum":"<16 hex>","payload":{...}}
+
+``isum`` covers the info JSON, so a listing that reads the first line only still detects damage;
+``psum`` covers the info JSON and the payload JSON, so a payload moved onto another record fails
+too. Everything else on the lines is fixed text checked byte for byte, so a change anywhere in a
+record (one flipped bit) is a `CorruptCheckpointError`. The checksum is BLAKE2b (64 bits): it
+detects damage, not tampering; encryption (`persistency.encryption`) authenticates against a
+key. Records of format 1 (0.1) start with ``{"info":`` and carry no checksum; they are read as
+they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from persistency.errors import CorruptCheckpointError
+
+__all__ = ["frame", "info_json", "is_legacy", "split", "sum_hex"]
+
+_L1 = b'{"v":2,"isum":"'
+_L1_MID = b'","info":'
+_L1_END = b","
+_L2 = b'"psum":"'
+_L2_MID = b'","payload":'
+_L2_END = b"}"
+_SUM_LEN = 16
+_LEGACY = b'{"info":'
+
+
+def sum_hex(*parts: bytes) -> bytes:
+    """The 16-hex-digit checksum of ``parts`` (joined with NUL, which JSON text never holds)."""
+    return hashlib.blake2b(b"\x00".join(parts), digest_size=8).hexdigest().encode("ascii")
+
+
+def frame(info: bytes, payload: bytes) -> tuple[bytes, bytes]:
+    """The two lines (without newlines) of a record holding ``info`` and ``payload`` JSON."""
+    line1 = _L1 + sum_hex(b"info", info) + _L1_MID + info + _L1_END
+    line2 = _L2 + sum_hex(b"record", info, payload) + _L2_MID + payload + _L2_END
+    return line1, line2
+
+
+def is_legacy(data: bytes) -> bool:
+    """True for a format-1 record (written by 0.1, no checksums)."""
+    return data.startswith(_LEGACY)
+
+
+def _unwrap(line: bytes, parts: tuple[bytes, bytes, bytes], what: str, where: str) -> tuple[bytes, bytes]:
+    """(stored checksum, JSON) of a line ``START SUM MID JSON END``, its fixed text checked byte for byte."""
+    start, mid, end = parts
+    body = line[len(start) + _SUM_LEN + len(mid):len(line) - len(end)]
+    if not (line.startswith(start) and line.endswith(end)) or \
+            line[len(start) + _SUM_LEN:len(start) + _SUM_LEN + len(mid)] != mid:
+        raise CorruptCheckpointError(f"{where}: the {what} line is damaged (not a checkpoint record line)")
+    return line[len(start):len(start) + _SUM_LEN], body
+
+
+def info_json(line: bytes, where: str) -> bytes:
+    """The info JSON of a format-2 first line, checked against its checksum."""
+    stored, info = _unwrap(line, (_L1, _L1_MID, _L1_END), "info", where)
+    if sum_hex(b"info", info) != stored:
+        raise CorruptCheckpointError(f"{where}: the info line fails its checksum (the record is damaged)")
+    return info
+
+
+def split(data: bytes, where: str) -> tuple[bytes, bytes]:
+    """The (info JSON, payload JSON) of format-2 record bytes, both checked against their checksums."""
+    line1, nl, line2 = data.partition(b"\n")
+    if line2.endswith(b"\n"):  # the final newline is optional: a backend may store the lines apart
+        line2 = line2[:-1]
+    if not nl or b"\n" in line2:
+        raise CorruptCheckpointError(f"{where}: not a two-line checkpoint record")
+    info = info_json(line1, where)
+    stored, payload = _unwrap(line2, (_L2, _L2_MID, _L2_END), "payload", where)
+    if sum_hex(b"record", info, payload) != stored:
+        raise CorruptCheckpointError(f"{where}: the record fails its checksum (it is damaged)")
+    return info, payload
