@@ -95,7 +95,8 @@ def confirm(question: str, *, yes: bool) -> None:
         return
     try:
         ok = typer.confirm(question, default=False, err=True)
-    except typer.Abort:
+    except typer.Abort:  # no input at all (a script, CI): end the prompt's line
+        err_console().print()
         ok = False
     if not ok:
         err_console().print(Text("error: ", style="bold red")

@@ -133,9 +133,8 @@ def copy_checkpoints(
             result.skipped += 1  # another copy won the race: the checkpoint is there
         except PersistencyError as exc:
             fail(cid, str(exc))
-        finally:
-            if advance is not None:
-                advance()
+        if advance is not None:  # not on Ctrl-C: the count says what was done
+            advance()
     return result
 
 

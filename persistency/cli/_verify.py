@@ -93,12 +93,13 @@ def verify(
         damaged: list[dict[str, Any]] = []
         with progress_bar(disable=as_json) as progress:
             current = ""
+            counts = [_count(provider, sid) for sid in sids] if progress.live.is_started else []
+            task = progress.add_task("verifying", total=sum(c or 0 for c in counts) or None)
             try:
                 for sid in sids:
                     current = sid
-                    task = progress.add_task(f"verifying {sid}", total=_count(provider, sid))
-                    n, bad = verify_session(provider, sid, lambda task=task: progress.advance(task))
-                    progress.remove_task(task)
+                    progress.update(task, description=f"verifying {sid}")
+                    n, bad = verify_session(provider, sid, lambda: progress.advance(task))
                     checked += n
                     damaged.extend(bad)
             except KeyboardInterrupt:
