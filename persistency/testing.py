@@ -332,6 +332,7 @@ class ProviderConformance:
         assert provider.get_latest_checkpoint("ser") is None
 
     # -- async twins and lifecycle ---------------------------------------------------------------------
+    @pytest.mark.asyncio  # users run pytest-asyncio in its default strict mode
     async def test_async_twins(self, provider: PersistencyStorageProvider) -> None:
         cp = make_checkpoint("as", 1)
         await provider.asave_checkpoint(cp)
