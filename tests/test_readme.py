@@ -4,7 +4,8 @@ Generic on purpose (several people edit the README): blocks are found by their f
 and run in one scratch folder, so a shell block may use what an earlier one made (the example's
 session for the command-line block). Python blocks run as scripts in a subprocess; a block that
 defines pytest tests runs under pytest in strict asyncio mode, as a user's suite would. Shell
-commands run with bash, ``.venv/bin/`` pointing at this interpreter's environment. What is not run
+commands run with bash, ``.venv/bin/`` pointing at this interpreter's environment; the S3 bucket and
+the Redis server the README names are replaced by the suite's own loopback servers. What is not run
 is listed in `SKIP` with the reason, matched by a substring of the command.
 """
 
@@ -15,6 +16,7 @@ import re
 import shlex
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,12 @@ SKIP: dict[str, str] = {
     "benchmarks.run": "a long benchmark (docs/benchmarks.md)",
     "s3://my-bucket": "needs an AWS account",
     "127.0.0.1:6379": "the machine's own Redis is off limits; the suite starts its own",
+}
+#: a server the README names -> the suite's own server that stands in for it (fixture, pattern):
+#: the S3 bucket becomes a prefix on the loopback moto server, the Redis the suite's redis-server
+STAND_IN_SERVERS: dict[str, str] = {
+    "s3_server": r"s3://my-bucket/[^'\"\s]*",
+    "redis_server": r"redis://127\.0\.0\.1:6379/0",
 }
 #: substring of a Python block -> code run before it, for a block that shows calls on names the text
 #: around it defines (better: a block that stands alone)
@@ -132,12 +140,22 @@ def test_python_block_runs(block: Block, scratch: Path) -> None:
         assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def _stand_in(request: pytest.FixtureRequest, fixture: str) -> str:
+    server = request.getfixturevalue(fixture)
+    if fixture == "s3_server":
+        return str(server.url(f"readme-{uuid.uuid4().hex}"))
+    return str(server)
+
+
 def _shell_cases() -> list[tuple[str, str]]:
     return [(f"README.md:{b.line}#{i}", cmd) for b in blocks("bash") for i, cmd in enumerate(commands(b), 1)]
 
 
 @pytest.mark.parametrize(("where", "command"), _shell_cases(), ids=[w for w, _ in _shell_cases()])
-def test_shell_command_runs(where: str, command: str, scratch: Path) -> None:
+def test_shell_command_runs(where: str, command: str, scratch: Path, request: pytest.FixtureRequest) -> None:
+    for fixture, pattern in STAND_IN_SERVERS.items():
+        if re.search(pattern, command):
+            command = re.sub(pattern, lambda _m, f=fixture: _stand_in(request, f), command)
     segments = [s.strip() for s in command.split("&&")]
     runnable = [s for s in segments if skip_reason(s) is None]
     if not runnable:
