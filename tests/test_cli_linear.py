@@ -17,6 +17,7 @@ from persistency import PersistencyStorageProvider, provider_from_url
 from persistency.cli._walk import iter_checkpoints
 from persistency.testing import make_chain
 from providers.filesystem import FilesystemStorageProvider
+from tests.servers.s3_server import S3Server
 from tests.test_cli import run
 
 
@@ -102,3 +103,18 @@ def test_the_walk_gives_what_get_checkpoint_gives_on_every_backend(provider: Per
     assert list(walked) == ids
     for cid in ids:
         assert walked[cid] == provider.get_checkpoint("conv", cid), cid
+
+
+@pytest.mark.timeout(600)
+def test_copy_from_s3_makes_a_bounded_number_of_requests_per_record(s3_server: S3Server) -> None:
+    per: dict[int, int] = {}
+    for n in (130, 260):
+        src = s3_server.url(f"lin-{uuid.uuid4().hex}")
+        with provider_from_url(src) as p:
+            make_chain(p, "conv", n)
+        mark = s3_server.mark()
+        r = run("copy", src, f"memory://lin-{uuid.uuid4().hex}", "--json")
+        assert r.exit_code == 0, r.stderr
+        per[n] = len(s3_server.since(mark))
+        assert per[n] <= n, per  # packs of 64 steps: far fewer requests than records
+    assert per[260] <= 2.2 * per[130], per

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from persistency.errors import PersistencyError
@@ -32,11 +33,25 @@ def iter_checkpoints(
     """Each checkpoint of ``checkpoint_ids`` (parents before children), materialized, or the error
     that loading it raised; one record read per checkpoint where the provider allows."""
     fast = _fast_loader(provider, session_id)
-    for cid in checkpoint_ids:
-        try:
-            yield cid, (fast(cid) if fast is not None else provider.get_checkpoint(session_id, cid))
-        except PersistencyError as exc:
-            yield cid, exc
+    with _session_view(provider, session_id):
+        for cid in checkpoint_ids:
+            try:
+                loaded: Checkpoint | PersistencyError = (
+                    fast(cid) if fast is not None else provider.get_checkpoint(session_id, cid))
+            except PersistencyError as exc:
+                loaded = exc
+            yield cid, loaded
+
+
+def _session_view(provider: PersistencyStorageProvider, session_id: str) -> AbstractContextManager[Any]:
+    """The provider's bulk-read scope for one session (S3: one listing, packs fetched once), if it has one."""
+    view = getattr(provider, "_viewing", None)
+    if view is None:
+        return nullcontext()
+    try:
+        return view(session_id)  # type: ignore[no-any-return]
+    except TypeError:  # pragma: no cover - another signature
+        return nullcontext()
 
 
 def _fast_loader(provider: PersistencyStorageProvider, sid: str) -> Callable[[str], Checkpoint] | None:
