@@ -31,7 +31,7 @@ class Result:
         return json.loads(self.stdout)
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
+def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
     """Invoke the CLI in-process, as typer's runner does, with a wide terminal."""
     base = {"COLUMNS": "200", "PERSISTENCY_URL": "", "PERSISTENCY_ENCRYPTION_KEY": ""}
     r = CliRunner().invoke(app, list(args), env={**base, **(env or {})})

@@ -202,6 +202,21 @@ def test_redis_that_never_answers_fails_in_one_line_naming_the_url_and_the_optio
     assert "hunter2" not in r.stderr + r.stdout
 
 
+#: dummy credentials and no profile or instance metadata: the S3 client talks to the loopback only
+_S3_ENV: dict[str, str | None] = {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/nonexistent/aws-config", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-creds",
+    "AWS_PROFILE": None, "AWS_ENDPOINT_URL": None, "AWS_ENDPOINT_URL_S3": None,
+}
+
+
+@pytest.mark.timeout(60)
+def test_s3_endpoint_that_never_answers_fails_in_one_line(silent_server: int) -> None:
+    url = f"s3://bucket/chats?endpoint_url=http://127.0.0.1:{silent_server}&region=us-east-1"
+    r = run("--timeout", "0.5", "sessions", "--url", url, env=_S3_ENV)
+    assert_one_line_error(r, f"127.0.0.1:{silent_server}", "did not answer within 0.5 s", "--timeout SECONDS")
+
+
 @pytest.mark.timeout(60)
 def test_timeout_from_the_environment(silent_server: int) -> None:
     r = run("verify", "--url", f"redis://127.0.0.1:{silent_server}/0", env={"PERSISTENCY_TIMEOUT": "0.3"})
