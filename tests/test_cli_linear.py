@@ -69,7 +69,7 @@ def test_copy_reads_and_writes_each_record_a_bounded_number_of_times(calls: Call
         src = _store(n)
         per[n] = _measure(calls, "copy", src, f"memory://lin-{uuid.uuid4().hex}", "--json")
         assert per[n].writes == n
-        assert per[n].reads <= 3 * n, (n, per[n])  # listing reads info lines, the walk each record once
+        assert per[n].reads <= 1.5 * n, (n, per[n])  # the walk reads each record once
     assert per[2000].reads <= 2.2 * per[1000].reads, per
 
 
@@ -77,7 +77,7 @@ def test_copy_reads_and_writes_each_record_a_bounded_number_of_times(calls: Call
 def test_verify_reads_each_record_a_bounded_number_of_times(calls: Calls) -> None:
     per = {n: _measure(calls, "verify", "-u", _store(n), "--json") for n in (1000, 2000)}
     for n, c in per.items():
-        assert c.writes == 0 and c.reads <= 3 * n, (n, c)
+        assert c.writes == 0 and c.reads <= 1.5 * n, (n, c)
     assert per[2000].reads <= 2.2 * per[1000].reads, per
 
 
@@ -88,6 +88,7 @@ def test_prune_rewrite_is_linear(calls: Calls) -> None:
         url = _store(n // 2, second_run=n // 2)  # run 1 is dropped, run 2 kept: a staged rewrite
         per[n] = _measure(calls, "prune", "--keep-last-runs", "1", "--yes", "-u", url, "--json")
         assert per[n].writes == n  # n/2 to the staging session, n/2 back
+        assert per[n].reads <= 2.5 * n, (n, per[n])  # n/2 records, each read by 4 walks (copy, 2 checks, back)
         assert provider_from_url(url).list_sessions() == ["conv"]
         assert len(provider_from_url(url).list_checkpoint_ids("conv")) == n // 2
     assert per[2000].reads <= 2.2 * per[1000].reads, per

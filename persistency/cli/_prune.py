@@ -13,6 +13,8 @@ and the next ``prune`` finishes the job (it copies whatever ``SESSION`` lacks ba
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from persistency.cli._common import (
     JsonOption,
     UrlOption,
     YesOption,
+    checkpoint_json,
     confirm,
     display_url,
     emit_json,
@@ -126,18 +129,30 @@ def plan_session(session_id: str, infos: list[CheckpointInfo], cutoff: datetime 
     return plan
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return {**a, "session_id": None} == {**b, "session_id": None}
+def _digests(p: PersistencyStorageProvider, sid: str, ids: list[str]) -> dict[str, bytes]:
+    """A digest of each checkpoint as loaded, its session id aside (one walk: see `iter_checkpoints`)."""
+    out: dict[str, bytes] = {}
+    for cid, loaded in iter_checkpoints(p, sid, ids):
+        if isinstance(loaded, PersistencyError):
+            raise loaded
+        data = {**checkpoint_json(loaded), "session_id": None}
+        out[cid] = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).digest()
+    return out
 
 
 def _check_copy(p: PersistencyStorageProvider, sid: str, staging: str, ids: list[str]) -> None:
-    """Read the staging copy back and compare it with the original, checkpoint by checkpoint."""
-    for (cid, original), (_, copied) in zip(iter_checkpoints(p, sid, ids), iter_checkpoints(p, staging, ids),
-                                            strict=True):
-        if isinstance(original, PersistencyError):
-            raise original
-        if isinstance(copied, PersistencyError) or not _same(original.model_dump(mode="json"),
-                                                              copied.model_dump(mode="json")):
+    """Read the staging copy back and compare it with the original, checkpoint by checkpoint.
+
+    The two sessions are walked one after the other, never interleaved: a provider's bulk-read scope
+    (S3's view of a session) is one per thread, and two open at once would outlive each other.
+    """
+    original = _digests(p, sid, ids)
+    try:
+        copied = _digests(p, staging, ids)
+    except PersistencyError as exc:
+        raise PersistencyError(f"staging copy of {sid} does not read back ({exc}); nothing was deleted") from exc
+    for cid in ids:
+        if copied.get(cid) != original[cid]:
             raise PersistencyError(f"staging copy of {sid}/{cid} differs from the original; nothing was deleted")
 
 

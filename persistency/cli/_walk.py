@@ -25,13 +25,19 @@ __all__ = ["iter_checkpoints"]
 
 #: transcripts kept for the next checkpoints' bases (a straight chain needs one; a branch point, two)
 _WINDOW = 4
+#: keyframe records kept (their info and deltas, no messages) for the checkpoints that refer to them
+_KEYFRAMES = 64
 
 
 def iter_checkpoints(
     provider: PersistencyStorageProvider, session_id: str, checkpoint_ids: Iterable[str]
 ) -> Iterator[tuple[str, Checkpoint | PersistencyError]]:
     """Each checkpoint of ``checkpoint_ids`` (parents before children), materialized, or the error
-    that loading it raised; one record read per checkpoint where the provider allows."""
+    that loading it raised; one record read per checkpoint where the provider allows.
+
+    The walk holds the provider's bulk-read scope for the session while it is suspended, so finish
+    one walk before starting another on the same provider in the same thread (never zip two walks).
+    """
     fast = _fast_loader(provider, session_id)
     with _session_view(provider, session_id):
         for cid in checkpoint_ids:
@@ -64,28 +70,38 @@ def _fast_loader(provider: PersistencyStorageProvider, sid: str) -> Callable[[st
     if not isinstance(provider, RecordStorageProvider):
         return None
     record: Callable[..., Any] = provider._record
-    built: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+    built: OrderedDict[str, tuple[Any, list[dict[str, Any]]]] = OrderedDict()
+    keyframes: OrderedDict[str, Any] = OrderedDict()
 
     def load(cid: str) -> Checkpoint:
         rec = record(sid, cid, messages=True)
         bases = {rec.base}  # ids the transcript is built from (need messages); others are keyframes
 
         def fetch(ref: str) -> Any:
-            if ref in built:
-                kept = record(sid, ref)  # info and deltas: cached, no read
+            if ref in built:  # a transcript built already: its record stands as a base holding all of it
+                kept, messages = built[ref]
                 return Record(where=kept.where, info=kept.info, base=None, base_step=0,
-                              messages=built[ref], deltas=kept.deltas)
+                              messages=messages, deltas=kept.deltas)
             if ref in bases:
                 older = record(sid, ref, messages=True)
                 bases.add(older.base)
                 return older
-            return record(sid, ref)  # a keyframe: its deltas are enough
+            # a keyframe: its deltas are enough; kept here, since many checkpoints share one and the
+            # provider's cache may have let it go (another session's records pass through it too)
+            frame = keyframes.get(ref)
+            if frame is None:
+                frame = keyframes[ref] = record(sid, ref)
+                while len(keyframes) > _KEYFRAMES:
+                    keyframes.popitem(last=False)
+            else:
+                keyframes.move_to_end(ref)
+            return frame
 
         try:
             cp = materialize(rec, fetch)
         except (TypeError, AttributeError, RuntimeError):  # pragma: no cover - the codec changed shape
             cp = provider.get_checkpoint(sid, cid)
-        built[cid] = cp.messages
+        built[cid] = (rec, cp.messages)
         while len(built) > _WINDOW:
             built.popitem(last=False)
         return cp
