@@ -4,7 +4,8 @@
 #   ag2==0.10.* and ag2==0.12.* installed first (a machine that already runs AG2 Classic), then the
 #   library with the documented extra [ag2]: pip check clean, no file claimed by two distributions,
 #   the same ag2 still there, the example chat works, and the feature and policy tests pass;
-#   autogen (a fresh machine's choice) with [autogen]: the same install checks and the example;
+#   autogen (a fresh machine's choice) with [autogen,openai]: the same install checks and the example;
+#   ag2 1.x (no GroupChat) installed first, then [autogen]: AG2 Classic beside it, no file shared;
 #   no AG2 at all: the library and its command line still import, and the feature names both extras;
 #   the check itself: autogen pip-installed on top of ag2 0.10 (the damage of issue #16) is reported;
 #   the sdist: built, listed, and its own tests run from the unpacked tree.
@@ -72,6 +73,18 @@ cell_autogen() {  # the README's first command: [autogen,openai] on a fresh mach
     note "autogen: autogen $version + openai $("$bin/python" -c 'import openai; print(openai.__version__)'), pip check clean, no shared files, example runs (and with OPENAI_API_KEY gets to the model call)"
 }
 
+cell_ag2_one() {  # ag2 1.x (no GroupChat) stays; [autogen] adds AG2 Classic beside it, sharing no file
+    local bin version
+    bin=$(make_venv ag2-1)
+    "$bin/pip" install -q 'ag2>=1,<2'
+    version=$("$bin/python" -c "from importlib.metadata import version; print(version('ag2'))")
+    "$bin/pip" install -q "$ROOT[autogen]"
+    "$bin/pip" check
+    "$bin/python" .ci/check_install.py --expect "ag2==$version"
+    example "$bin"
+    note "ag2-1: ag2 $version kept, autogen beside it, pip check clean, no shared files, example runs"
+}
+
 cell_no_ag2() {
     local bin
     bin=$(make_venv no-ag2)
@@ -128,6 +141,7 @@ run_cell() {
 run_cell ag2-0.10 cell_existing_ag2 'ag2==0.10.*'
 run_cell ag2-0.12 cell_existing_ag2 'ag2==0.12.*'
 run_cell autogen cell_autogen
+run_cell ag2-1 cell_ag2_one
 run_cell no-ag2 cell_no_ag2
 run_cell damage cell_damage
 run_cell sdist cell_sdist
