@@ -2,7 +2,11 @@
 after every step.
 
     python examples/mathchat_with_checkpoints.py            # offline: a scripted model, no key
-    OPENAI_API_KEY=sk-... python examples/mathchat_with_checkpoints.py   # a real model (pip install 'autogen[openai]')
+    OPENAI_API_KEY=sk-... python examples/mathchat_with_checkpoints.py   # a real model
+
+A real model needs AG2's OpenAI client: ``pip install 'ag2-persistency[autogen,openai]'`` on a fresh
+machine or next to ``autogen`` (the README's first command does this), ``'ag2-persistency[ag2-openai]'``
+next to an installed ``ag2`` 0.x.
 
 What it shows:
 
@@ -129,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             import openai  # noqa: F401
         except ImportError:
             print(
-                "OPENAI_API_KEY is set but the openai client is not installed: pip install 'autogen[openai]'"
-                " (or unset OPENAI_API_KEY to run offline)",
+                "OPENAI_API_KEY is set but AG2's OpenAI client is not installed: "
+                "pip install 'ag2-persistency[autogen,openai]' (with ag2 0.x installed: "
+                "'ag2-persistency[ag2-openai]'), or unset OPENAI_API_KEY to run offline",
                 file=sys.stderr,
             )
             return 2

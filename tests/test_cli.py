@@ -31,15 +31,15 @@ class Result:
         return json.loads(self.stdout)
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
+def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
     """Invoke the CLI in-process, as typer's runner does, with a wide terminal."""
     base = {"COLUMNS": "200", "PERSISTENCY_URL": "", "PERSISTENCY_ENCRYPTION_KEY": ""}
     r = CliRunner().invoke(app, list(args), env={**base, **(env or {})})
     return Result(r.exit_code, r.stdout, r.stderr)
 
 
-def assert_one_line_error(r: Result, *needles: str) -> None:
-    assert r.exit_code == 1, (r.stdout, r.stderr)
+def assert_one_line_error(r: Result, *needles: str, code: int = 1) -> None:
+    assert r.exit_code == code, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr + r.stdout
@@ -234,8 +234,9 @@ def test_unknown_session_and_checkpoint_are_one_line_errors(store: str, provider
 
 
 def test_bad_ids_and_urls_are_one_line_errors(store: str) -> None:
-    assert_one_line_error(run("show", "../etc", "-u", store), "'..'")
-    assert_one_line_error(run("sessions", "-u", "nosuch://x"), "unknown storage URL scheme 'nosuch'")
+    # what the person typed is wrong: bad usage, exit status 2
+    assert_one_line_error(run("show", "../etc", "-u", store), "'..'", code=2)
+    assert_one_line_error(run("sessions", "-u", "nosuch://x"), "unknown storage URL scheme 'nosuch'", code=2)
     assert_one_line_error(run("sessions", "-u", "redis://:hunter2@127.0.0.1:1/0"))
     assert "hunter2" not in run("sessions", "-u", "nosuch://:hunter2@h/x").stderr
 

@@ -80,7 +80,7 @@ def test_copy_of_an_unknown_session_is_a_one_line_error(tmp_path: Path) -> None:
     src_url = str(tmp_path / "src")
     populate(provider_from_url(src_url))
     assert_one_line_error(run("copy", src_url, str(tmp_path / "dst"), "-s", "nope"), "no session 'nope'")
-    assert_one_line_error(run("copy", src_url, "nosuch://x"), "unknown storage URL scheme")
+    assert_one_line_error(run("copy", src_url, "nosuch://x"), "unknown storage URL scheme", code=2)
 
 
 def test_copy_reports_checkpoints_it_cannot_read(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def test_keep_last_runs_keeps_the_branch_trunk(storage_url: str) -> None:
     with provider_from_url(storage_url) as p:
         assert _dump(p, "conv-1") == before  # dry run changed nothing
 
-    r = run("prune", "--keep-last-runs", "1", "-u", storage_url)
+    r = run("prune", "--yes", "--keep-last-runs", "1", "-u", storage_url)
     assert r.exit_code == 0, r.stderr
     assert "rewrite" in r.stdout
     with provider_from_url(storage_url) as p:
@@ -69,7 +69,7 @@ def test_keep_last_runs_keeps_the_branch_trunk(storage_url: str) -> None:
         assert _dump(p, "conv-2") == other
         assert p.list_sessions() == ["conv-1", "conv-2"]  # no staging session left behind
     assert run("verify", "-u", storage_url).exit_code == 0
-    again = run("prune", "--keep-last-runs", "1", "-u", storage_url, "--json")
+    again = run("prune", "--yes", "--keep-last-runs", "1", "-u", storage_url, "--json")
     assert {s["action"] for s in again.json()["sessions"]} == {"keep"}
 
 
@@ -80,7 +80,7 @@ def test_older_than_deletes_old_sessions_and_old_runs(tmp_path: Path) -> None:
     _chain_at(p, "new", 2, 1, NOW)
     _chain_at(p, "mixed", 2, 1, LONG_AGO)  # an old run ...
     _chain_at(p, "mixed", 2, 2, NOW)  # ... and a new, unrelated one
-    r = run("prune", "--older-than", "7d", "-u", url, "--json")
+    r = run("prune", "--yes", "--older-than", "7d", "-u", url, "--json")
     assert r.exit_code == 0, r.stderr
     plan = {s["session_id"]: s for s in r.json()["sessions"]}
     assert plan["old"]["action"] == "delete" and plan["new"]["action"] == "keep"
@@ -95,7 +95,7 @@ def test_keep_last_runs_protects_recent_history_from_older_than(tmp_path: Path) 
     p = provider_from_url(url)
     for seq in (1, 2, 3):
         _chain_at(p, "s", 2, seq, LONG_AGO)  # three old, independent runs
-    r = run("prune", "--older-than", "1h", "--keep-last-runs", "1", "-u", url, "--json")
+    r = run("prune", "--yes", "--older-than", "1h", "--keep-last-runs", "1", "-u", url, "--json")
     assert r.json()["sessions"][0]["dropped_runs"] == ["run-000001", "run-000002"]
     assert {i.run_id for i in p.list_checkpoints("s")} == {"run-000003"}
 
@@ -106,7 +106,7 @@ def test_a_run_that_continues_an_older_one_keeps_it_whole(tmp_path: Path) -> Non
     first = make_chain(p, "s", 3)
     make_chain(p, "s", 2, run_seq=2, start=first[-1])
     before = _dump(p, "s")
-    r = run("prune", "--keep-last-runs", "1", "-u", url, "--json")
+    r = run("prune", "--yes", "--keep-last-runs", "1", "-u", url, "--json")
     [plan] = r.json()["sessions"]
     assert plan["action"] == "keep" and plan["dropped_checkpoints"] == []
     assert "needed by a kept run" in plan["note"]
@@ -124,7 +124,7 @@ def test_an_interrupted_prune_is_finished_by_the_next(tmp_path: Path) -> None:
     p.delete_session("conv-1")
     for cp in kept[:2]:
         p.save_checkpoint(cp)
-    r = run("prune", "--keep-last-runs", "1", "-u", url, "--json")
+    r = run("prune", "--yes", "--keep-last-runs", "1", "-u", url, "--json")
     assert r.exit_code == 0, r.stderr
     assert {s["session_id"]: s["action"] for s in r.json()["sessions"]}["conv-1"] == "recover"
     assert p.list_sessions() == ["conv-1", "conv-2"]
@@ -139,7 +139,7 @@ def test_a_session_deleted_before_its_restore_began_comes_back(tmp_path: Path) -
     kept = made["run1"][:3] + made["run2"]
     copy_checkpoints(p, p, "conv-1", [c.info() for c in kept], dst_session="conv-1.pruning")
     p.delete_session("conv-1")  # died right after the delete: conv-1 is not even listed
-    r = run("prune", "--keep-last-runs", "1", "-u", url)
+    r = run("prune", "--yes", "--keep-last-runs", "1", "-u", url)
     assert r.exit_code == 0, r.stderr
     assert p.list_sessions() == ["conv-1", "conv-2"]
     assert _dump(p, "conv-1") == {c.checkpoint_id: before[c.checkpoint_id] for c in kept}
@@ -151,7 +151,7 @@ def test_a_prune_interrupted_while_staging_leaves_the_session_whole(tmp_path: Pa
     made = populate(p)
     before = _dump(p, "conv-1")
     copy_checkpoints(p, p, "conv-1", [c.info() for c in made["run1"][:2]], dst_session="conv-1.pruning")
-    assert run("prune", "--keep-last-runs", "5", "-u", url).exit_code == 0
+    assert run("prune", "--yes", "--keep-last-runs", "5", "-u", url).exit_code == 0
     assert p.list_sessions() == ["conv-1", "conv-2"]
     assert _dump(p, "conv-1") == before
 
@@ -169,7 +169,7 @@ def test_a_session_written_to_while_pruning_is_left_alone(
         make_chain(prov, sid, 1, run_seq=2, start=made["run2"][-1])
 
     monkeypatch.setattr(_prune, "_check_copy", chat_writes_meanwhile)
-    r = run("prune", "--keep-last-runs", "1", "-u", url, "--session", "conv-1")
+    r = run("prune", "--yes", "--keep-last-runs", "1", "-u", url, "--session", "conv-1")
     assert r.exit_code == 1
     assert "changed while pruning" in r.stderr
     assert len(p.list_checkpoints("conv-1")) == 11  # nothing dropped, the new checkpoint kept
@@ -207,7 +207,7 @@ def test_a_session_written_to_after_planning_is_not_deleted(
         return plan
 
     monkeypatch.setattr(_prune, "plan_session", plan_then_chat_writes)
-    r = run("prune", "--older-than", "1d", "-u", url, "--json")
+    r = run("prune", "--yes", "--older-than", "1d", "-u", url, "--json")
     assert r.exit_code == 1 and "changed while pruning" in r.stderr
     assert r.json()["sessions"][0]["action"] == "delete"
     assert len(p.list_checkpoints("s")) == 3

@@ -9,31 +9,44 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
+from persistency.cli._connect import open_provider
 from persistency.errors import CheckpointNotFoundError
 from persistency.ids import validate_id
 from persistency.models import COMPLETE_END_REASONS, Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
-from persistency.registry import DEFAULT_URL, ENV_VAR, provider_from_url, redact_url
+from persistency.registry import DEFAULT_URL, ENV_VAR, redact_url
 
 __all__ = [
     "JsonOption",
     "RunSummary",
     "UrlOption",
+    "YesOption",
     "checkpoint_ids",
+    "checkpoint_json",
+    "confirm",
     "display_url",
     "emit_json",
     "err_console",
     "fmt_time",
+    "interrupted",
     "open_provider",
     "out_console",
     "progress_bar",
@@ -41,6 +54,7 @@ __all__ = [
     "require_session",
     "resolve_checkpoint",
     "summarize_runs",
+    "usage_error",
 ]
 
 UrlOption = Annotated[
@@ -55,6 +69,7 @@ UrlOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation before deleting.")]
 
 
 def out_console() -> Console:
@@ -67,6 +82,35 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def usage_error(message: str) -> NoReturn:
+    """Bad usage found after parsing: one line on stderr, exit status 2."""
+    err_console().print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Ask ``question`` on stderr unless ``yes``; anything but yes (or no input at all) changes nothing
+    and exits with status 1."""
+    if yes:
+        return
+    try:
+        ok = typer.confirm(question, default=False, err=True)
+    except typer.Abort:  # no input at all (a script, CI): end the prompt's line
+        err_console().print()
+        ok = False
+    if not ok:
+        err_console().print(Text("error: ", style="bold red")
+                            + Text("not confirmed: nothing was changed (add --yes to go ahead without asking)"),
+                            soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def interrupted(note: str) -> NoReturn:
+    """Ctrl-C: one line saying where the command stopped and how to go on; exit status 130."""
+    err_console().print(Text("interrupted: ", style="bold yellow") + Text(note), soft_wrap=True)
+    raise typer.Exit(130)
+
+
 def emit_json(value: Any) -> None:
     """Print ``value`` as indented JSON on stdout (plain text: no colours, no wrapping)."""
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
@@ -75,16 +119,6 @@ def emit_json(value: Any) -> None:
 def display_url(url: str | None) -> str:
     """The URL a command will use, as shown to people (passwords masked)."""
     return redact_url(url if url is not None else (os.environ.get(ENV_VAR) or DEFAULT_URL))
-
-
-@contextmanager
-def open_provider(url: str | None, **options: Any) -> Iterator[PersistencyStorageProvider]:
-    """The provider for ``url`` (None: ``$PERSISTENCY_URL``, then the default folder), closed after use."""
-    provider = provider_from_url(url, **options)
-    try:
-        yield provider
-    finally:
-        provider.close()
 
 
 def fmt_time(value: datetime | None) -> str:
@@ -216,6 +250,22 @@ def summarize_runs(infos: list[CheckpointInfo]) -> list[RunSummary]:
     return list(runs.values())
 
 
+# -- dumps ----------------------------------------------------------------------------------------
+_PAYLOAD_FIELDS = ("messages", "agent_states", "manager_state", "metadata")
+
+
+def checkpoint_json(cp: Checkpoint) -> dict[str, Any]:
+    """The checkpoint as plain JSON values, its payloads as stored.
+
+    The payloads came from JSON, so they are passed through as they are: a deeply nested message
+    that `verify` reads fine must not fail here on a serializer's depth limit.
+    """
+    out = cp.model_dump(mode="json", exclude=set(_PAYLOAD_FIELDS))
+    for name in _PAYLOAD_FIELDS:
+        out[name] = getattr(cp, name)
+    return {name: out[name] for name in type(cp).model_fields if name in out}
+
+
 # -- secrets --------------------------------------------------------------------------------------
 def redact_for_display(data: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint dump with its states and metadata passed through the feature's `redact` again.
@@ -232,14 +282,27 @@ def redact_for_display(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- progress and listing ---------------------------------------------------------------------------
+class _RateColumn(ProgressColumn):
+    """Checkpoints per second, from rich's moving estimate."""
+
+    def render(self, task: Task) -> Text:
+        """The rate, or nothing before the first estimate."""
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
+
+
 def progress_bar(*, disable: bool = False) -> Progress:
-    """A rich progress bar on stderr (stdout stays clean for ``--json``); silent when not a terminal."""
+    """A rich progress bar on stderr with rate and ETA (stdout stays clean for ``--json``); silent when
+    not a terminal."""
     console = err_console()
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        _RateColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
         disable=disable or not console.is_terminal,

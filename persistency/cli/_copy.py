@@ -20,11 +20,13 @@ from persistency.cli._common import (
     JsonOption,
     checkpoint_ids,
     emit_json,
+    interrupted,
     open_provider,
     out_console,
     progress_bar,
     require_session,
 )
+from persistency.cli._walk import iter_checkpoints
 from persistency.errors import CheckpointConflictError, PersistencyError
 from persistency.ids import validate_id
 from persistency.models import CheckpointInfo
@@ -98,35 +100,41 @@ def copy_checkpoints(
     result = CopyResult(session_id)
     existing = {i.checkpoint_id: i for i in dst.list_checkpoints(target)}
     failed: set[str] = set()
+
+    def fail(cid: str, message: str) -> None:
+        result.failed.append((cid, message))
+        failed.add(cid)
+
+    todo: dict[str, CheckpointInfo] = {}
     for info in parents_first(infos):
         cid = info.checkpoint_id
+        if cid not in existing:
+            todo[cid] = info
+            continue
+        if info.parent_id is not None and info.parent_id in failed:
+            fail(cid, f"not copied: its parent {info.parent_id!r} was not copied")
+        elif not _same_info(existing[cid], info):
+            fail(cid, f"a different checkpoint {cid!r} is already in session {target!r} at the destination")
+        else:
+            result.skipped += 1
+        if advance is not None:
+            advance()
+    for cid, loaded in iter_checkpoints(src, session_id, list(todo)):
+        parent = todo[cid].parent_id
         try:
-            if info.parent_id is not None and info.parent_id in failed:
-                raise PersistencyError(f"not copied: its parent {info.parent_id!r} was not copied")
-            if cid in existing:
-                if not _same_info(existing[cid], info):
-                    raise CheckpointConflictError(
-                        f"a different checkpoint {cid!r} is already in session {target!r} at the destination"
-                    )
-                result.skipped += 1
-                continue
-            cp = src.get_checkpoint(session_id, cid)
-            if target != session_id:
-                cp = cp.model_copy(update={"session_id": target})
+            if parent is not None and parent in failed:
+                raise PersistencyError(f"not copied: its parent {parent!r} was not copied")
+            if isinstance(loaded, PersistencyError):
+                raise loaded
+            cp = loaded if target == session_id else loaded.model_copy(update={"session_id": target})
             dst.save_checkpoint(cp)
             result.copied.append(cid)
-        except CheckpointConflictError as exc:
-            if cid in existing:
-                result.failed.append((cid, str(exc)))
-                failed.add(cid)
-            else:
-                result.skipped += 1  # another copy won the race: the checkpoint is there
+        except CheckpointConflictError:
+            result.skipped += 1  # another copy won the race: the checkpoint is there
         except PersistencyError as exc:
-            result.failed.append((cid, str(exc)))
-            failed.add(cid)
-        finally:
-            if advance is not None:
-                advance()
+            fail(cid, str(exc))
+        if advance is not None:  # not on Ctrl-C: the count says what was done
+            advance()
     return result
 
 
@@ -194,13 +202,24 @@ def copy(
                 require_session(src, sid, src_url)  # raises: no such session
         plans = [(sid, *readable_infos(src, sid)) for sid in (session or src.list_sessions())]
         total = sum(len(infos) for _, infos, _ in plans)
+        done = [0]
+
+        def step() -> None:
+            done[0] += 1
+            progress.advance(task)
+
         with progress_bar(disable=as_json) as progress:
             task = progress.add_task(f"{redact_url(src_url)} -> {redact_url(dst_url)}", total=total)
-            for sid, infos, unreadable in plans:
-                progress.update(task, description=f"copying {sid}")
-                result = copy_checkpoints(src, dst, sid, infos, advance=lambda: progress.advance(task))
-                result.failed = sorted(unreadable + result.failed)
-                results.append(result)
+            try:
+                for sid, infos, unreadable in plans:
+                    progress.update(task, description=f"copying {sid}")
+                    result = copy_checkpoints(src, dst, sid, infos, advance=step)
+                    result.failed = sorted(unreadable + result.failed)
+                    results.append(result)
+            except KeyboardInterrupt:
+                progress.stop()
+                interrupted(f"copy stopped after {done[0]:,} of {total:,} checkpoints; run the same command "
+                            "again to finish (checkpoints already copied are skipped)")
     failed = [(r.session_id, c, m) for r in results for c, m in r.failed]
     if as_json:
         emit_json({"sessions": [r.as_json() for r in results]})

@@ -15,6 +15,7 @@ from persistency.cli._common import (
     JsonOption,
     RunSummary,
     UrlOption,
+    checkpoint_json,
     display_url,
     emit_json,
     err_console,
@@ -176,7 +177,7 @@ def _kv_table(title: str, values: dict[str, Any]) -> Table:
 
 
 def _show_checkpoint(cp: Checkpoint, as_json: bool) -> None:
-    data = redact_for_display(cp.model_dump(mode="json"))
+    data = redact_for_display(checkpoint_json(cp))
     if as_json:
         emit_json(data)
         return
@@ -228,7 +229,7 @@ def export(
     with open_provider(url) as provider:
         infos = require_session(provider, session, url)
         cp = resolve_checkpoint(provider, session, checkpoint, infos)
-    text = json.dumps(cp.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(checkpoint_json(cp), indent=2, ensure_ascii=False, default=str) + "\n"
     if output is None or str(output) == "-":
         typer.echo(text, nl=False)
         return

@@ -13,6 +13,8 @@ and the next ``prune`` finishes the job (it copies whatever ``SESSION`` lacks ba
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,10 @@ from rich.text import Text
 from persistency.cli._common import (
     JsonOption,
     UrlOption,
+    YesOption,
+    checkpoint_json,
+    confirm,
+    display_url,
     emit_json,
     err_console,
     open_provider,
@@ -33,27 +39,34 @@ from persistency.cli._common import (
     progress_bar,
     require_session,
     summarize_runs,
+    usage_error,
 )
 from persistency.cli._copy import copy_checkpoints
+from persistency.cli._walk import iter_checkpoints
 from persistency.errors import PersistencyError
 from persistency.ids import MAX_ID_LENGTH
 from persistency.models import CheckpointInfo, utcnow
 from persistency.provider import PersistencyStorageProvider
 
-__all__ = ["STAGING_SUFFIX", "PrunePlan", "parse_duration", "plan_session", "prune"]
+__all__ = ["MAX_AGE", "STAGING_SUFFIX", "PrunePlan", "parse_duration", "plan_session", "prune"]
 
 STAGING_SUFFIX = ".pruning"
 Advance = Callable[[], Any] | None
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
+MAX_AGE = timedelta(days=100 * 365)
+"""The longest --older-than: a century (a larger one overflows date arithmetic and means "all" anyway)."""
 
 
 def parse_duration(text: str) -> timedelta:
-    """``7d``, ``12h``, ``1d12h``, ``30m``, ``2w``, ``90s`` as a `timedelta`."""
+    """``7d``, ``12h``, ``1d12h``, ``30m``, ``2w``, ``90s`` as a `timedelta` (at most `MAX_AGE`)."""
     value = text.strip().lower()
     if not _DURATION.fullmatch(value):
         raise typer.BadParameter(f"{text!r} is not a duration such as 7d, 12h, 1d12h, 30m, 2w or 90s")
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", value)))
+    seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", value))
+    if seconds > MAX_AGE.total_seconds():
+        raise typer.BadParameter(f"{text!r} is longer than any store can be old (at most {MAX_AGE.days:,}d)")
+    return timedelta(seconds=seconds)
 
 
 @dataclass
@@ -116,15 +129,30 @@ def plan_session(session_id: str, infos: list[CheckpointInfo], cutoff: datetime 
     return plan
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return {**a, "session_id": None} == {**b, "session_id": None}
+def _digests(p: PersistencyStorageProvider, sid: str, ids: list[str]) -> dict[str, bytes]:
+    """A digest of each checkpoint as loaded, its session id aside (one walk: see `iter_checkpoints`)."""
+    out: dict[str, bytes] = {}
+    for cid, loaded in iter_checkpoints(p, sid, ids):
+        if isinstance(loaded, PersistencyError):
+            raise loaded
+        data = {**checkpoint_json(loaded), "session_id": None}
+        out[cid] = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).digest()
+    return out
 
 
 def _check_copy(p: PersistencyStorageProvider, sid: str, staging: str, ids: list[str]) -> None:
-    """Read the staging copy back and compare it with the original, checkpoint by checkpoint."""
+    """Read the staging copy back and compare it with the original, checkpoint by checkpoint.
+
+    The two sessions are walked one after the other, never interleaved: a provider's bulk-read scope
+    (S3's view of a session) is one per thread, and two open at once would outlive each other.
+    """
+    original = _digests(p, sid, ids)
+    try:
+        copied = _digests(p, staging, ids)
+    except PersistencyError as exc:
+        raise PersistencyError(f"staging copy of {sid} does not read back ({exc}); nothing was deleted") from exc
     for cid in ids:
-        if not _same(p.get_checkpoint(sid, cid).model_dump(mode="json"),
-                     p.get_checkpoint(staging, cid).model_dump(mode="json")):
+        if copied.get(cid) != original[cid]:
             raise PersistencyError(f"staging copy of {sid}/{cid} differs from the original; nothing was deleted")
 
 
@@ -193,6 +221,7 @@ def prune(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be dropped; change nothing.")]
     = False,
+    yes: YesOption = False,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -201,10 +230,14 @@ def prune(
     A run is dropped when it is older than --older-than and not among the --keep-last-runs newest.
     Kept runs keep their parent chain, even into dropped runs (a branch keeps its trunk). Do not
     prune sessions that a chat is writing to; an interrupted prune is finished by the next one.
+    Asks before deleting anything unless --yes; --dry-run never asks and changes nothing.
     """
     if older_than is None and keep_last_runs is None:
-        raise typer.BadParameter("give --older-than and/or --keep-last-runs", param_hint="prune")
-    cutoff = utcnow() - parse_duration(older_than) if older_than is not None else None
+        usage_error("give --older-than and/or --keep-last-runs (see: persistency prune --help)")
+    try:
+        cutoff = utcnow() - parse_duration(older_than) if older_than is not None else None
+    except typer.BadParameter as exc:
+        usage_error(f"--older-than: {exc.message}")
     plans: list[PrunePlan] = []
     with open_provider(url) as p:
         all_sids = p.list_sessions()
@@ -220,6 +253,8 @@ def prune(
             infos = require_session(p, sid, url) if session else p.list_checkpoints(sid)
             plans.append(plan_session(sid, infos, cutoff, keep_last_runs))
         errors: list[str] = []
+        if not dry_run and _destructive(plans):
+            confirm(_question(plans, url), yes=yes)
         if not dry_run:
             with progress_bar(disable=as_json) as progress:
                 task = progress.add_task("pruning", total=sum(2 * len(plan.keep) for plan in plans
@@ -236,6 +271,18 @@ def prune(
         for e in errors:
             err_console().print(Text(f"error: {e}", style="red"))
         raise typer.Exit(1)
+
+
+def _destructive(plans: list[PrunePlan]) -> bool:
+    return any(plan.action in ("delete", "rewrite") for plan in plans)
+
+
+def _question(plans: list[PrunePlan], url: str | None) -> str:
+    deleted = sum(1 for p in plans if p.action == "delete")
+    rewritten = [p for p in plans if p.action == "rewrite"]
+    dropped = sum(len(p.drop_ids) for p in plans if p.action in ("delete", "rewrite"))
+    return (f"prune {display_url(url)}: delete {deleted} session(s) and drop old runs from {len(rewritten)} more, "
+            f"{dropped:,} checkpoint(s) in all (see them with --dry-run). Go ahead?")
 
 
 def _report(plans: list[PrunePlan], dry_run: bool, as_json: bool) -> None:

@@ -17,11 +17,13 @@ from persistency.cli._common import (
     UrlOption,
     checkpoint_ids,
     emit_json,
+    interrupted,
     open_provider,
     out_console,
     progress_bar,
     require_session,
 )
+from persistency.cli._walk import iter_checkpoints
 from persistency.errors import PersistencyError
 from persistency.provider import PersistencyStorageProvider
 
@@ -38,14 +40,10 @@ def verify_session(provider: PersistencyStorageProvider, session_id: str,
         return 0, [{"session_id": session_id, "checkpoint_id": None, "error": type(exc).__name__,
                     "message": str(exc)}]
     known = set(ids)
-    for cid in ids:
-        problem: PersistencyError | str | None = None
-        try:
-            cp = provider.get_checkpoint(session_id, cid)
-            if cp.parent_id is not None and cp.parent_id not in known:
-                problem = f"its parent {cp.parent_id!r} is not in the session"
-        except PersistencyError as exc:
-            problem = exc
+    for cid, loaded in iter_checkpoints(provider, session_id, ids):
+        problem: PersistencyError | str | None = loaded if isinstance(loaded, PersistencyError) else None
+        if not isinstance(loaded, PersistencyError) and loaded.parent_id is not None and loaded.parent_id not in known:
+            problem = f"its parent {loaded.parent_id!r} is not in the session"
         if problem is not None:
             damaged.append({
                 "session_id": session_id, "checkpoint_id": cid,
@@ -63,30 +61,52 @@ def verify_session(provider: PersistencyStorageProvider, session_id: str,
     return len(ids), damaged
 
 
+def _count(provider: PersistencyStorageProvider, session_id: str) -> int | None:
+    """How many checkpoints the session has, for the progress bar (None when its listing fails)."""
+    try:
+        return len(checkpoint_ids(provider, session_id))
+    except PersistencyError:
+        return None
+
+
 def verify(
     session: Annotated[str | None, typer.Argument(metavar="SESSION", help="Only this session.",
                                                   show_default=False)] = None,
+    from_session: Annotated[str | None, typer.Option(
+        "--from-session", metavar="ID", show_default=False,
+        help="Start at this session (in sorted order), to go on after an interrupted verify.")] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Read every checkpoint of every session (or one) and report damaged or unreadable ones.
 
     Exit status 1 if any checkpoint cannot be read (damaged, or a missing or wrong encryption key), so it
-    can guard a backup or a deploy.
+    can guard a backup or a deploy. Each record is read once, so the time grows with the store's size.
     """
     with open_provider(url) as provider:
         if session is not None and not checkpoint_ids(provider, session):
             require_session(provider, session, url)  # raises: no such session
         sids = [session] if session is not None else provider.list_sessions()
+        if from_session is not None:
+            sids = [s for s in sids if s >= from_session]
         checked = 0
         damaged: list[dict[str, Any]] = []
         with progress_bar(disable=as_json) as progress:
-            for sid in sids:
-                task = progress.add_task(f"verifying {sid}", total=None)
-                n, bad = verify_session(provider, sid, lambda task=task: progress.advance(task))
-                progress.remove_task(task)
-                checked += n
-                damaged.extend(bad)
+            current = ""
+            counts = [_count(provider, sid) for sid in sids] if progress.live.is_started else []
+            task = progress.add_task("verifying", total=sum(c or 0 for c in counts) or None)
+            try:
+                for sid in sids:
+                    current = sid
+                    progress.update(task, description=f"verifying {sid}")
+                    n, bad = verify_session(provider, sid, lambda: progress.advance(task))
+                    checked += n
+                    damaged.extend(bad)
+            except KeyboardInterrupt:
+                progress.stop()
+                found = f", {len(damaged)} damaged so far" if damaged else ""
+                interrupted(f"verify stopped in session {current!r} after {checked:,} checkpoints{found}; go on "
+                            f"with: persistency verify --from-session {current} (nothing was changed)")
     if as_json:
         emit_json({"sessions": len(sids), "checkpoints": checked, "damaged": damaged})
     else:

@@ -240,6 +240,7 @@ class ContractTests:
         assert got.metadata == {"note": "\ud83d"}
 
     # -- async twins and lifecycle ---------------------------------------------------------------------
+    @pytest.mark.asyncio  # users run pytest-asyncio in its default strict mode
     async def test_async_twins(self, provider: PersistencyStorageProvider) -> None:
         cp = make_checkpoint("as", 1)
         await provider.asave_checkpoint(cp)
