@@ -35,6 +35,7 @@ from persistency.errors import (
     StorageUnavailableError,
 )
 from persistency.ids import validate_id
+from persistency.redaction import redact_text, redact_url, scrub_exception
 
 __all__ = ["FilesystemStorageProvider"]
 
@@ -199,7 +200,9 @@ class FilesystemStorageProvider(RecordStorageProvider):
         try:
             fs, root = fsspec.core.url_to_fs(url, **storage_options)
         except (ValueError, ImportError, TypeError) as exc:
-            raise ProviderConfigError(f"cannot open {url!r} with fsspec: {exc}") from exc
+            raise ProviderConfigError(
+                f"cannot open {redact_url(url)!r} with fsspec: {redact_text(str(exc))}"
+            ) from scrub_exception(exc)
         self.url = url
         self._root = root.rstrip("/") or "/"
         self._files: _Files
@@ -216,7 +219,7 @@ class FilesystemStorageProvider(RecordStorageProvider):
         return cls(url, **options)
 
     def __repr__(self) -> str:
-        return f"FilesystemStorageProvider({self.url!r})"
+        return f"FilesystemStorageProvider({redact_url(self.url)!r})"
 
     # -- paths ------------------------------------------------------------------------------------------
     def _dir(self, session_id: str) -> str:

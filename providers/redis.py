@@ -92,6 +92,7 @@ from persistency.errors import (
 from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
+from persistency.redaction import mask_url, scrub_exception, secret_scrubber
 
 if TYPE_CHECKING:
     from persistency.encryption import PayloadCipher
@@ -219,45 +220,15 @@ def _redact(url: str) -> tuple[str, list[str]]:
     information (only a plain user name is kept), a fragment is dropped, and query values are
     shown only for `_SHOWN_QUERY` options.
     """
-    hidden: list[str] = []
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    if "://" not in url:
         return "<not a URL>", [url]
-    user = ""
-    if "@" in rest:
-        userinfo, _, rest = rest.rpartition("@")
-        name, colon, secret = userinfo.partition(":")
-        if colon and not any(c in name for c in "/?#"):
-            user, hidden = f"{name}:****@", [secret]
-        else:
-            user, hidden = "****@", [userinfo]
-    rest, hash_, fragment = rest.partition("#")
-    if hash_:
-        hidden.append(fragment)
-    base, q, query = rest.partition("?")
-    shown_query = []
-    for pair in query.split("&") if q else []:
-        name, eq, value = pair.partition("=")
-        if value and name not in _SHOWN_QUERY:
-            hidden.append(value)
-            value = "****"
-        shown_query.append(f"{name}{eq}{value}")
-    shown = f"{scheme}://{user}{base}" + (f"?{'&'.join(shown_query)}" if q else "") + ("#****" if hash_ else "")
-    return shown, sorted({h for h in hidden if h}, key=len, reverse=True)
+    return mask_url(url, keep_query=_SHOWN_QUERY)
 
 
 def _scrubber(secrets: list[str]) -> Callable[[str], str]:
     """A function masking every one of ``secrets`` in a text: whole, URL-decoded, and each piece
     between URL delimiters (a parser's error may quote just the part it choked on)."""
-    pieces = {p for s in secrets for p in re.split(r"[/?#@&=:;]", s) if len(p) >= 3}
-    forms = sorted({f for s in {*secrets, *pieces} for f in (s, unquote(s)) if f}, key=len, reverse=True)
-
-    def scrub(text: str) -> str:
-        for form in forms:
-            text = text.replace(form, "****")
-        return text
-
-    return scrub
+    return secret_scrubber(secrets)
 
 
 @dataclass(frozen=True)
@@ -285,7 +256,7 @@ def _parse_config(url: str, options: dict[str, Any]) -> _Config:
         query = parse_qsl(parts.query, keep_blank_values=True)
         username, password, _ = parts.username, parts.password, parts.port
     except ValueError as exc:
-        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {scrub(str(exc))}") from exc
+        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {scrub(str(exc))}") from scrub_exception(exc, scrub)
     options = dict(options)
     ours = dict(q for q in query if q[0] in _OPTIONS)
     settings: dict[str, Any] = {}
@@ -294,7 +265,9 @@ def _parse_config(url: str, options: dict[str, Any]) -> _Config:
         try:
             settings[name] = parser(raw) if raw is not None else None
         except (TypeError, ValueError) as exc:
-            raise ProviderConfigError(scrub(f"Redis option {name}={raw!r} in {shown!r}: {exc}")) from exc
+            raise ProviderConfigError(
+                scrub(f"Redis option {name}={raw!r} in {shown!r}: {exc}")
+            ) from scrub_exception(exc, scrub)
     if any(k == "encryption_key" for k, _ in query):
         raise ProviderConfigError(
             f"{shown!r}: never put encryption_key in a URL; pass it as a keyword or set PERSISTENCY_ENCRYPTION_KEY"
@@ -321,7 +294,7 @@ def _parse_config(url: str, options: dict[str, Any]) -> _Config:
     try:
         url_kwargs: dict[str, Any] = parse_url(client_url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
-        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {scrub(str(exc))}") from exc
+        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {scrub(str(exc))}") from scrub_exception(exc, scrub)
     for name, value in _DEFAULTS.items():
         if name not in url_kwargs and name not in redis_options:
             redis_options[name] = value
@@ -587,7 +560,9 @@ class RedisStorageProvider(PersistencyStorageProvider):
             probe = redis.Redis.from_url(self._client_url, **self._redis_options)
             probe.connection_pool.make_connection()
         except (TypeError, ValueError, RedisError) as exc:
-            raise ProviderConfigError(f"bad Redis options for {self.url!r}: {self._scrub(str(exc))}") from exc
+            raise ProviderConfigError(
+                f"bad Redis options for {self.url!r}: {self._scrub(str(exc))}"
+            ) from scrub_exception(exc, self._scrub)
 
     # -- keys and names --------------------------------------------------------------------------------
     def _keys(self, session_id: str) -> _Keys:
@@ -710,14 +685,16 @@ class RedisStorageProvider(PersistencyStorageProvider):
             if "WRONGTYPE" in msg:
                 raise CorruptCheckpointError(
                     f"{self.url}: {what}: key(s) {', '.join(keys)} hold a value of the wrong type ({msg})"
-                ) from exc
+                ) from scrub_exception(exc, self._scrub)
             kind = type(exc).__name__
-            raise StorageUnavailableError(f"Redis at {self.url} refused {what}: {kind}: {msg}") from exc
+            raise StorageUnavailableError(
+                f"Redis at {self.url} refused {what}: {kind}: {msg}"
+            ) from scrub_exception(exc, self._scrub)
         except (RedisError, RedisClusterException, OSError) as exc:
             kind = type(exc).__name__
             raise StorageUnavailableError(
                 f"Redis at {self.url} unavailable while {what}: {kind}: {self._scrub(str(exc))}"
-            ) from exc
+            ) from scrub_exception(exc, self._scrub)
 
     def _run(self, plan: _Plan[_T]) -> _T:
         """Drive ``plan`` on the sync client: send each operation, feed back its reply."""

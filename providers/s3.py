@@ -64,7 +64,7 @@ from persistency.errors import (
 )
 from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
-from persistency.registry import redact_url
+from persistency.redaction import redact_text, redact_url, scrub_exception, secret_scrubber
 
 __all__ = ["S3StorageProvider", "parse_s3_url"]
 
@@ -138,7 +138,7 @@ def parse_s3_url(url: str) -> tuple[str, str, dict[str, Any]]:
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise ProviderConfigError(f"malformed S3 URL: {exc}") from exc
+        raise ProviderConfigError(f"malformed S3 URL: {redact_text(str(exc))}") from scrub_exception(exc)
     if parts.scheme.lower() not in ("s3", "s3a"):
         raise ProviderConfigError(f"not an S3 URL (s3://bucket/prefix): {redact_url(url)!r}")
     if "@" in parts.netloc:
@@ -333,7 +333,9 @@ class S3StorageProvider(RecordStorageProvider):
                 requester_pays=requester_pays, skip_instance_cache=True, **s3fs_options,
             )
         except (TypeError, ValueError, KeyError) as exc:
-            raise ProviderConfigError(f"S3 {self._display}: bad option: {self._scrub(str(exc))}") from exc
+            raise ProviderConfigError(
+                f"S3 {self._display}: bad option: {self._scrub(str(exc))}"
+            ) from scrub_exception(exc, self._scrub)
         self._fs.retries = 1  # botocore's retry config retries, with backoff; no second loop on top
         self._recent = _LRU(max(4 * pack_every, 256))  # (ETag, bytes) of unpacked records
         self._packs = _PackCache(pack_cache_bytes)
@@ -368,10 +370,8 @@ class S3StorageProvider(RecordStorageProvider):
 
     # -- I/O on s3fs's event loop, errors translated at this boundary --------------------------------------
     def _scrub(self, text: str) -> str:
-        for secret in (*self._secrets, os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")):
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "****")
-        return text
+        env = (os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN"))
+        return redact_text(secret_scrubber([*self._secrets, *(e for e in env if e and len(e) >= 4)])(text))
 
     def _unavailable(self, exc: BaseException, what: str) -> StorageUnavailableError:
         code, status = _error_code(exc)
@@ -401,8 +401,10 @@ class S3StorageProvider(RecordStorageProvider):
             raise
         except Exception as exc:
             if type(exc).__name__ in ("ProfileNotFound", "PartialCredentialsError", "InvalidConfigError"):
-                raise ProviderConfigError(f"S3 {self._display}: {self._scrub(str(exc))}") from exc
-            raise self._unavailable(exc, what) from exc
+                raise ProviderConfigError(f"S3 {self._display}: {self._scrub(str(exc))}") from scrub_exception(
+                    exc, self._scrub
+                )
+            raise self._unavailable(exc, what) from scrub_exception(exc, self._scrub)
 
     async def _aget(self, key: str, first: int | None = None) -> bytes | None:
         """The object's bytes (or its first ``first`` bytes); None if there is no such key."""

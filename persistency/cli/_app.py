@@ -18,6 +18,7 @@ from typer.exceptions import TyperException
 from persistency.cli import _continue, _copy, _inspect, _prune, _verify
 from persistency.cli._common import err_console
 from persistency.errors import PersistencyError, StorageUnavailableError
+from persistency.redaction import redact_text
 
 __all__ = ["app", "main"]
 
@@ -35,11 +36,11 @@ class _Group(TyperGroup):
         except Exception as exc:
             if os.environ.get("PERSISTENCY_DEBUG"):
                 raise
-            _fail(f"unexpected {type(exc).__name__}: {exc} (set PERSISTENCY_DEBUG=1 for the traceback)")
+            _fail(f"unexpected {type(exc).__name__}: {redact_text(str(exc))} (PERSISTENCY_DEBUG=1 shows the traceback)")
 
 
 def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = redact_text(" ".join(str(exc).split())) or type(exc).__name__
     if isinstance(exc, StorageUnavailableError | ConnectionError) and "unavailable" not in text.lower():
         text = f"storage unavailable: {text}"
     return text
