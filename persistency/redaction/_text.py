@@ -46,6 +46,8 @@ _VALUE = re.compile(r"\"[^\"\n]{0,4096}\"|'[^'\n]{0,4096}'|[^\s\"'&,;<>{}\[\]()]
 PATTERNS: Sequence[re.Pattern[str]] = (_PEM_BEGIN, _CONN, _JWT, _KNOWN, _SCHEME_TOKEN, _LABEL, _VALUE)
 """The built-in patterns (for the test that checks they are bounded)."""
 
+_SCHEMES = frozenset({"bearer", "basic", "token"})
+"""Words after ``Authorization:`` that name a scheme; the token after them is what is masked."""
 _WEAK_LABELS = frozenset({"key", "auth", "sig", "pass", "pw", "licence", "license", "code", "sas", "otp"})
 """Words too common in prose to redact what follows ``word=`` in free text (query pairs still are)."""
 
@@ -61,8 +63,8 @@ class TextRules:
 
 
 def _is_masked(value: str, mask: str) -> bool:
-    inner = value.strip("\"'{}")
-    return inner == mask or inner == "****" or inner.strip("*").upper() == "REDACTED"
+    """True for a value that already is a mask (possibly quoted or followed by punctuation)."""
+    return value.lstrip("\"'{").startswith((mask, "****", "**REDACTED**"))
 
 
 def _pem(text: str, mask: str, found: list[str] | None) -> str:
@@ -112,7 +114,7 @@ def _labels(text: str, rules: TextRules, found: list[str] | None) -> str:
             or name.lower() in rules.names
         )
         value = _VALUE.match(text, m.end()) if secret else None
-        if value is None or _is_masked(value.group(0), rules.mask):
+        if value is None or _is_masked(value.group(0), rules.mask) or value.group(0).lower() in _SCHEMES:
             pos = m.end()
             continue
         raw = value.group(0)
