@@ -212,7 +212,10 @@ def test_scrub_exception_survives_cycles_and_masks_known_pieces() -> None:
     a, b = ValueError("as 'pa'"), ValueError("ss is wrong")
     a.__context__, b.__context__ = b, a
     scrub_exception(a, ["pa/ss"])
-    assert str(a) == "as '****'" and str(b) == "ss is wrong"  # short pieces only where quoted
+    assert str(a) == "as '****'" and str(b) == "**** is wrong"  # short pieces where they stand alone
+    c = ValueError("class pass: 'p' 'a/'")
+    scrub_exception(c, ["ss/p/a"])
+    assert str(c) == "class pass: '****' '****/'"  # never inside a word
 
 
 # -- user rules -------------------------------------------------------------------------------------------------

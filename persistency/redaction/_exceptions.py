@@ -18,7 +18,8 @@ from urllib.parse import unquote
 
 __all__ = ["ScrubbedException", "scrub_exception_with", "secret_scrubber"]
 
-_PIECES = re.compile(r"[/?#@&=:;]")
+_SPLITTERS = (re.compile(r"[/?#@&=:;]"), re.compile(r"[/?#]"), re.compile(r"@"))
+"""How a URL parser may cut a password: at any delimiter, where the netloc ends, or at an ``@``."""
 _TEXT_ATTRS = ("strerror", "filename", "filename2", "reason", "msg", "text", "message", "detail")
 _MAX_CHAIN = 200
 
@@ -34,10 +35,11 @@ class ScrubbedException(Exception):
 
 def secret_scrubber(secrets: Iterable[str], *, mask: str = "****") -> Callable[[str], str]:
     """A function masking each of ``secrets`` in a text: whole, URL-decoded, and each piece between URL
-    delimiters (a parser's error may quote just the part it choked on).
+    delimiters (a parser's error may quote just the part it choked on, or connect to it as a host).
 
-    Pieces shorter than three characters are masked only where they stand quoted (``'pa'``), so a
-    password ``pa/ss`` is not shown as its first two letters, while ordinary words stay readable.
+    Pieces shorter than three characters are masked where they stand alone (``'pa'``, ``to ss:6379``)
+    but not inside words, so a password ``pa/ss`` is not shown as its first two letters while the
+    rest of the message stays readable; a piece of punctuation only where it stands quoted.
     """
     long: set[str] = set()
     short: set[str] = set()
@@ -45,12 +47,16 @@ def secret_scrubber(secrets: Iterable[str], *, mask: str = "****") -> Callable[[
         if not secret:
             continue
         for form in {secret, unquote(secret)}:
-            for piece in (form, *_PIECES.split(form)):
-                if len(piece) >= 3:
-                    long.add(piece)
-                elif piece:
-                    short.add(piece)
+            for splitter in _SPLITTERS:
+                for piece in (form, *splitter.split(form)):
+                    if len(piece) >= 3:
+                        long.add(piece)
+                    elif piece:
+                        short.add(piece)
     ordered = sorted(long, key=len, reverse=True)
+    words = sorted((p for p in short if p.isalnum()), key=len, reverse=True)
+    pattern = r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, words)) + r")(?![A-Za-z0-9])"
+    alone = re.compile(pattern) if words else None
     quoted = [(f"{q}{s}{q}", f"{q}{mask}{q}") for s in sorted(short, key=len, reverse=True) for q in "'\""]
 
     def scrub(text: str) -> str:
@@ -60,7 +66,7 @@ def secret_scrubber(secrets: Iterable[str], *, mask: str = "****") -> Callable[[
         for old, new in quoted:
             if old in text:
                 text = text.replace(old, new)
-        return text
+        return alone.sub(mask, text) if alone is not None else text
 
     return scrub
 
