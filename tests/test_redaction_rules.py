@@ -118,6 +118,16 @@ def test_values_by_name_and_shape_wherever_they_are_in_a_config() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [("user_pass", True), ("licence", True), ("licence_key", True), ("x-auth-token", True), ("key", True),
+     ("sort_key", True), ("privateKey", True), ("key_prefix", False), ("keyPrefix", False), ("key_type", False),
+     ("code_execution_config", False), ("max_tokens", False), ("passthrough", False), ("api_type", False)],
+)
+def test_names(name: str, secret: bool) -> None:
+    assert redaction.is_secret_key(name) is secret
+
+
 # -- the one URL masker -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("url", "shown"),

@@ -58,7 +58,18 @@ SAFE_HEADERS = frozenset(
 )  # fmt: skip
 """Headers that never carry a credential and are worth keeping for a rebuild."""
 
+_KEY_NOT_SECRET = frozenset(
+    {"prefix", "prefixes", "type", "types", "name", "names", "field", "fields", "order", "pattern", "func",
+     "length", "size", "count", "spec", "path", "style", "format", "mode", "case", "column", "separator"}
+)
+"""Words that, after ``key``, make a name about keys of a table or cache rather than a credential."""
+
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _after(words: list[str], word: str) -> list[str]:
+    """The word after each occurrence of ``word`` ('' at the end)."""
+    return [words[i + 1] if i + 1 < len(words) else "" for i, w in enumerate(words) if w == word]
 
 
 def name_words(name: str) -> set[str]:
@@ -76,8 +87,14 @@ def is_secret_key(name: object, extra: Collection[str] = ()) -> bool:
     lowered = name.lower()
     if lowered in SECRET_NAMES or lowered in extra:
         return True
-    words = name_words(name)
-    if words & SECRET_WORDS or (extra and not words.isdisjoint(extra)):
+    ordered = [w.lower() for w in _SPLIT.split(name[:200]) if w]
+    words = set(ordered)
+    if extra and not words.isdisjoint(extra):
+        return True
+    hits = words & SECRET_WORDS
+    if hits == {"key"} and all(n in _KEY_NOT_SECRET for n in _after(ordered, "key")):
+        return False  # key_prefix, sort_key_name: a key of a table, not a credential
+    if hits:
         return True
     squashed = lowered.replace("_", "").replace("-", "")
     return "apikey" in squashed or "privatekey" in squashed or "accesskey" in squashed
