@@ -322,3 +322,9 @@ def test_a_megabyte_of_hostile_text_is_scanned_in_linear_work(unit: str, monkeyp
     assert counts[1] <= 2 * counts[0] + 2, counts
     plain = ("lorem ipsum dolor sit amet " * 40_000)[:1_000_000]
     assert redact_text(plain) == plain
+
+
+def test_scrub_masks_known_secrets_whole_and_url_decoded() -> None:
+    assert scrub("auth failed for p@ss w0rd!", ["p%40ss%20w0rd%21"]) == f"auth failed for {REDACTED}"
+    err = ValueError("bad password hunter2x")
+    assert scrub_exception(err, "hunter2x") is err and str(err) == "bad password ****"

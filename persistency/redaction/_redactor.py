@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from persistency.redaction._exceptions import scrub_exception_with, secret_scrubber
 from persistency.redaction._names import HEADER_CONTAINERS, QUERY_CONTAINERS, SAFE_HEADERS, is_secret_key
@@ -207,8 +208,9 @@ class Redactor:
 
     def scrub(self, text: str, secrets: Iterable[str] = ()) -> str:
         """``text`` with each of ``secrets`` (whole and URL-decoded) and every credential by shape masked."""
-        for secret in sorted(set(secrets), key=len, reverse=True):
-            if secret and secret in text:
+        forms = {f for s in ([secrets] if isinstance(secrets, str) else secrets) for f in (s, unquote(s)) if f}
+        for secret in sorted(forms, key=len, reverse=True):
+            if secret in text:
                 text = text.replace(secret, self.mask)
         return self.redact_text(text)
 
@@ -221,6 +223,8 @@ class Redactor:
         delimiters), or a function that masks them. Returns the exception to raise or chain: ``exc``
         itself, or a `ScrubbedException` copy when its text could not be redacted in place.
         """
+        if isinstance(secrets, str):
+            secrets = [secrets]
         known = secrets if callable(secrets) else secret_scrubber(secrets)
 
         def fix(text: str) -> str:
