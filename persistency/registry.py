@@ -18,6 +18,7 @@ from typing import Any
 
 from persistency.errors import MissingDependencyError, ProviderConfigError
 from persistency.provider import PersistencyStorageProvider
+from persistency.redaction import redact_url  # the one URL masker, re-exported here for old callers
 
 __all__ = [
     "DEFAULT_URL",
@@ -204,25 +205,3 @@ def provider_from_url(url: str | os.PathLike[str] | None = None, **options: Any)
     except TypeError as exc:
         raise ProviderConfigError(f"{cls.__name__} does not accept these options ({exc})") from exc
 
-
-def redact_url(url: str) -> str:
-    """The URL without any password: ``scheme://user:****@host/...``.
-
-    Works on the raw text, not on a URL parser's idea of it: a password holding an unencoded ``/``,
-    ``?``, ``#`` or ``@`` ends a parser's netloc early and would leak. Everything between the
-    user name and the last ``@`` is masked, and so are query values named like secrets.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    if "@" in rest:
-        userinfo, _, hostpart = rest.rpartition("@")
-        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-        rest = f"{user}:****@{hostpart}" if ":" in userinfo else f"****@{hostpart}"
-    rest = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=****", rest)
-    return f"{scheme}{sep}{rest}"
-
-
-_SECRET_QUERY = re.compile(
-    r"(?i)(?<![a-z_])([a-z_]*(?:password|passwd|secret|token|credentials?)|[a-z_]*_key|key)=[^&#]*"
-)

@@ -29,6 +29,7 @@ from persistency.errors import (
     ProviderConfigError,
     StorageUnavailableError,
 )
+from persistency.redaction import redact_text
 
 __all__ = ["app", "main", "version_text"]
 
@@ -46,7 +47,8 @@ class _Group(TyperGroup):
         except Exception as exc:
             if os.environ.get("PERSISTENCY_DEBUG"):
                 raise
-            _fail(f"unexpected {type(exc).__name__}: {exc} (set PERSISTENCY_DEBUG=1 for the traceback)", 1)
+            _fail(f"unexpected {type(exc).__name__}: {redact_text(str(exc))} (PERSISTENCY_DEBUG=1 shows the traceback)",
+                  1)
 
 
 def _is_usage(exc: BaseException) -> bool:
@@ -57,7 +59,7 @@ def _is_usage(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = redact_text(" ".join(str(exc).split())) or type(exc).__name__
     if isinstance(exc, StorageUnavailableError | ConnectionError | TimeoutError):
         timed_out = describe_timeout(exc, text)
         if timed_out is not None:

@@ -32,7 +32,8 @@ from persistency.errors import CheckpointNotFoundError
 from persistency.ids import validate_id
 from persistency.models import COMPLETE_END_REASONS, Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
-from persistency.registry import DEFAULT_URL, ENV_VAR, redact_url
+from persistency.redaction import redact_url
+from persistency.registry import DEFAULT_URL, ENV_VAR
 
 __all__ = [
     "JsonOption",
@@ -273,11 +274,13 @@ def redact_for_display(data: dict[str, Any]) -> dict[str, Any]:
     The feature never stores secrets; this second guard keeps a store written by other code from
     leaking a key onto a screen or into a pasted log. The transcript is shown as stored.
     """
-    from persistency.redaction import redact
+    from persistency.redaction import redact, redact_text
 
     out = dict(data)
     for name in ("agent_states", "manager_state", "metadata"):
         out[name] = redact(data.get(name) or {})
+    if isinstance(data.get("error"), str):
+        out["error"] = redact_text(data["error"])
     return out
 
 

@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 from redis.retry import Retry
 
 from persistency.errors import CorruptCheckpointError, PersistencyError, ProviderConfigError, StorageUnavailableError
+from persistency.redaction import scrub_exception
 
 from .calls import Calls, adrive, drive
 from .options import Config
@@ -56,7 +57,9 @@ class RedisConnection:
         try:  # refuse options redis-py does not know now, not at the first command
             redis.Redis.from_url(self._client_url, **self._options).connection_pool.make_connection()
         except (TypeError, ValueError, RedisError) as exc:
-            raise ProviderConfigError(f"bad Redis options for {self.url!r}: {self.scrub(str(exc))}") from exc
+            raise ProviderConfigError(
+                f"bad Redis options for {self.url!r}: {self.scrub(str(exc))}"
+            ) from scrub_exception(exc, self.scrub)
 
     # -- clients ------------------------------------------------------------------------------------------
     def _kwargs(self, is_async: bool) -> dict[str, Any]:
@@ -196,14 +199,14 @@ class RedisConnection:
                 keys = op.keys if isinstance(op, Script) else ()
                 raise CorruptCheckpointError(
                     f"{self.url}: {op.what}: key(s) {', '.join(keys)} hold a value of the wrong type ({msg})"
-                ) from exc
+                ) from scrub_exception(exc, self.scrub)
             raise StorageUnavailableError(
                 f"Redis at {self.url} refused {op.what}: {type(exc).__name__}: {msg}"
-            ) from exc
+            ) from scrub_exception(exc, self.scrub)
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StorageUnavailableError(
                 f"Redis at {self.url} unavailable while {op.what}: {type(exc).__name__}: {self.scrub(str(exc))}"
-            ) from exc
+            ) from scrub_exception(exc, self.scrub)
 
 
 class _PlanSteps:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
 from persistency.errors import ProviderConfigError
+from persistency.redaction import mask_url, scrub_exception, secret_scrubber
 
 __all__ = ["DEFAULT_KEY_PREFIX", "OPTIONS", "Config", "parse_config"]
 
@@ -140,52 +141,16 @@ _SHOWN_QUERY = frozenset({
 
 
 def _redact(url: str) -> tuple[str, list[str]]:
-    """The URL safe to show, and the secret-looking pieces it left out (to scrub from other text).
-
-    Works on the raw text, not on urlsplit: a password holding an unencoded ``/``, ``?`` or ``#``
-    moves urlsplit's idea of where the host starts. Everything before the last ``@`` is user
-    information (only a plain user name is kept), a fragment is dropped, and query values are
-    shown only for `_SHOWN_QUERY` options.
-    """
-    hidden: list[str] = []
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    """The URL safe to show, and the secret pieces it left out (to scrub from other text): the one
+    raw-text masker of `persistency.redaction`, with query values shown only for `_SHOWN_QUERY`."""
+    if "://" not in url:
         return "<not a URL>", [url]
-    user = ""
-    if "@" in rest:
-        userinfo, _, rest = rest.rpartition("@")
-        name, colon, secret = userinfo.partition(":")
-        if colon and not any(c in name for c in "/?#"):
-            user, hidden = f"{name}:****@", [secret]
-        else:
-            user, hidden = "****@", [userinfo]
-    rest, hash_, fragment = rest.partition("#")
-    if hash_:
-        hidden.append(fragment)
-    base, q, query = rest.partition("?")
-    shown_query = []
-    for pair in query.split("&") if q else []:
-        name, eq, value = pair.partition("=")
-        if value and name not in _SHOWN_QUERY:
-            hidden.append(value)
-            value = "****"
-        shown_query.append(f"{name}{eq}{value}")
-    shown = f"{scheme}://{user}{base}" + (f"?{'&'.join(shown_query)}" if q else "") + ("#****" if hash_ else "")
-    return shown, sorted({h for h in hidden if h}, key=len, reverse=True)
+    return mask_url(url, keep_query=_SHOWN_QUERY)
 
 
 def _scrubber(secrets: list[str]) -> Callable[[str], str]:
-    """A function masking every one of ``secrets`` in a text: whole, URL-decoded, and each piece
-    between URL delimiters (a parser's error may quote just the part it choked on)."""
-    pieces = {p for s in secrets for p in re.split(r"[/?#@&=:;]", s) if len(p) >= 3}
-    forms = sorted({f for s in {*secrets, *pieces} for f in (s, unquote(s)) if f}, key=len, reverse=True)
-
-    def scrub(text: str) -> str:
-        for form in forms:
-            text = text.replace(form, "****")
-        return text
-
-    return scrub
+    """A function masking every one of ``secrets`` in a text: whole, URL-decoded and piece by piece."""
+    return secret_scrubber(secrets)
 
 
 @dataclass(frozen=True)
@@ -213,7 +178,9 @@ def parse_config(url: str, options: dict[str, Any]) -> Config:
         query = parse_qsl(parts.query, keep_blank_values=True)
         username, password, _ = parts.username, parts.password, parts.port
     except ValueError as exc:
-        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {scrub(str(exc))}") from exc
+        raise ProviderConfigError(
+            f"malformed Redis URL {shown!r}: {scrub(str(exc))}"
+        ) from scrub_exception(exc, scrub)
     options = dict(options)
     ours = dict(q for q in query if q[0] in OPTIONS)
     settings: dict[str, Any] = {}
@@ -222,7 +189,9 @@ def parse_config(url: str, options: dict[str, Any]) -> Config:
         try:
             settings[name] = parser(raw) if raw is not None else None
         except (TypeError, ValueError) as exc:
-            raise ProviderConfigError(scrub(f"Redis option {name}={raw!r} in {shown!r}: {exc}")) from exc
+            raise ProviderConfigError(
+                scrub(f"Redis option {name}={raw!r} in {shown!r}: {exc}")
+            ) from scrub_exception(exc, scrub)
     if any(k == "encryption_key" for k, _ in query):
         raise ProviderConfigError(
             f"{shown!r}: never put encryption_key in a URL; pass it as a keyword or set PERSISTENCY_ENCRYPTION_KEY"
@@ -249,7 +218,9 @@ def parse_config(url: str, options: dict[str, Any]) -> Config:
     try:
         url_kwargs: dict[str, Any] = parse_url(client_url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
-        raise ProviderConfigError(f"malformed Redis URL {shown!r}: {scrub(str(exc))}") from exc
+        raise ProviderConfigError(
+            f"malformed Redis URL {shown!r}: {scrub(str(exc))}"
+        ) from scrub_exception(exc, scrub)
     for name, value in _DEFAULTS.items():
         if name not in url_kwargs and name not in redis_options:
             redis_options[name] = value

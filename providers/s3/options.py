@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import ConfigDict, Field, StrictBool, StrictInt
 
 from persistency.errors import ProviderConfigError
-from persistency.registry import redact_url
+from persistency.redaction import redact_text, redact_url, scrub_exception
 from persistency.storage import BackendOptions, validate_options
 
 __all__ = ["BUCKET_RE", "URL_QUERY_OPTIONS", "S3Options", "check_options", "parse_s3_url"]
@@ -70,7 +70,7 @@ def parse_s3_url(url: str) -> tuple[str, str, dict[str, Any]]:
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise ProviderConfigError(f"malformed S3 URL: {exc}") from exc
+        raise ProviderConfigError(f"malformed S3 URL: {redact_text(str(exc))}") from scrub_exception(exc)
     if parts.scheme.lower() not in ("s3", "s3a"):
         raise ProviderConfigError(f"not an S3 URL (s3://bucket/prefix): {redact_url(url)!r}")
     if "@" in parts.netloc:
@@ -99,7 +99,7 @@ def parse_s3_url(url: str) -> tuple[str, str, dict[str, Any]]:
         try:
             options[name] = parser(raw)
         except ValueError as exc:
-            raise ProviderConfigError(f"S3 URL option {name!r}: {exc}") from exc
+            raise ProviderConfigError(f"S3 URL option {name!r}: {redact_text(str(exc))}") from scrub_exception(exc)
     return bucket, "/".join(segments), options
 
 

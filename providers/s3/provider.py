@@ -29,7 +29,7 @@ from persistency.errors import (
 )
 from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
-from persistency.registry import redact_url
+from persistency.redaction import redact_url, scrub_exception
 from persistency.storage import LRUCache, NewRecord
 
 from .compaction import S3Compaction, logger
@@ -137,7 +137,8 @@ class S3StorageProvider(S3Compaction):
                 requester_pays=requester_pays, skip_instance_cache=True, **s3fs_options,
             )
         except (TypeError, ValueError, KeyError) as exc:
-            raise ProviderConfigError(f"S3 {self._display}: bad option: {self._scrub(str(exc))}") from exc
+            raise ProviderConfigError(f"S3 {self._display}: bad option: {self._scrub(str(exc))}") from scrub_exception(
+                exc, self._scrub)
         self._fs.retries = 1  # botocore's retry config retries, with backoff; no second loop on top
         self._recent = LRUCache(max(4 * pack_every, 256))  # (ETag, bytes) of unpacked records
         self._packs = PackCache(pack_cache_bytes)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from persistency.errors import PersistencyError, ProviderConfigError, StorageUnavailableError
+from persistency.redaction import redact_text, scrub_exception, secret_scrubber
 from persistency.storage import StorageBackend
 
 __all__ = ["S3Transport", "error_code"]
@@ -49,10 +50,10 @@ class S3Transport(StorageBackend):
     _concurrency: int
 
     def _scrub(self, text: str) -> str:
-        for secret in (*self._secrets, os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")):
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "****")
-        return text
+        """``text`` with the configured and environment credentials masked, then redacted by shape."""
+        env = (os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN"))
+        known = [*self._secrets, *(s for s in env if s and len(s) >= 4)]
+        return redact_text(secret_scrubber(known)(text))
 
     def _unavailable(self, exc: BaseException, what: str) -> StorageUnavailableError:
         code, status = error_code(exc)
@@ -83,8 +84,9 @@ class S3Transport(StorageBackend):
             raise
         except Exception as exc:
             if type(exc).__name__ in ("ProfileNotFound", "PartialCredentialsError", "InvalidConfigError"):
-                raise ProviderConfigError(f"S3 {self._display}: {self._scrub(str(exc))}") from exc
-            raise self._unavailable(exc, what) from exc
+                raise ProviderConfigError(f"S3 {self._display}: {self._scrub(str(exc))}") from scrub_exception(
+                    exc, self._scrub)
+            raise self._unavailable(exc, what) from scrub_exception(exc, self._scrub)
 
     async def _aget(self, key: str, first: int | None = None) -> bytes | None:
         """The object's bytes (or its first ``first`` bytes); None if there is no such key."""
