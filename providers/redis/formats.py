@@ -3,8 +3,9 @@
 A payload value is ``NONCE BASE ENC SUM\\n`` then the record's payload line, zlib-compressed when
 that is smaller (ENC ``z``) or plain (``j``). NONCE is the writer's token (a retried save knows
 itself by it), BASE the base pointer the load script follows without parsing JSON, SUM a checksum
-of the header itself, so that a change to any byte stored is detected: the record's own
-checksums cover the info and payload lines. Values of 0.1 have no SUM and are read as they are.
+of the header and of the stored body bytes, so that a change to any byte stored is detected (the
+record's own checksums cover the decoded lines, but not the padding bits at the end of a deflate
+stream, which zlib ignores). Values of 0.1 have no SUM and are read as they are.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def pack_payload(nonce: str, base: str | None, body: bytes, compress: bool) -> b
         if len(packed) < len(body):
             body, encoding = packed, b"z"
     head = f"{nonce} {base or '-'} ".encode() + encoding
-    return head + b" " + sum_hex(b"redis-header", head) + b"\n" + body
+    return head + b" " + sum_hex(b"redis-value", head, body) + b"\n" + body
 
 
 def unpack_payload(value: bytes, where: str) -> bytes:
@@ -48,8 +49,8 @@ def unpack_payload(value: bytes, where: str) -> bytes:
     parts = header.split(b" ")
     if not sep or len(parts) not in (3, 4):
         raise CorruptCheckpointError(f"{where}: the payload's header is damaged")
-    if len(parts) == 4 and sum_hex(b"redis-header", b" ".join(parts[:3])) != parts[3]:
-        raise CorruptCheckpointError(f"{where}: the payload's header fails its checksum")
+    if len(parts) == 4 and sum_hex(b"redis-value", b" ".join(parts[:3]), body) != parts[3]:
+        raise CorruptCheckpointError(f"{where}: the stored payload fails its checksum")
     if parts[2] == b"z":
         try:
             return zlib.decompress(body)
