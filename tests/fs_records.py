@@ -2,7 +2,7 @@
 
 Tests that damage or edit one stored record (as a disk fault or another writer would) use this
 instead of a per-record path: `record_file(root, session, checkpoint_id)` has ``read_bytes``,
-``write_bytes`` and ``name`` like a `pathlib.Path`; writing replaces the record's bytes in the
+``write_bytes``, ``unlink``, ``stat`` and ``name`` like a `pathlib.Path`; writing replaces the record's bytes in the
 segment (the end line kept) through a new file, so a provider's cached index cannot mask the edit.
 """
 
@@ -47,6 +47,22 @@ class RecordInSegment:
         tmp = self.segment.with_name(".edit")
         tmp.write_bytes(data[:start] + new + data[stop:])
         os.replace(tmp, self.segment)
+
+
+    def unlink(self) -> None:
+        """Remove the record and its end line from the segment, as if it had never been written."""
+        data, start, stop = self._span()
+        end = data.index(b"\n", stop) + 1
+        tmp = self.segment.with_name(".edit")
+        tmp.write_bytes(data[:start] + data[end:])
+        os.replace(tmp, self.segment)
+
+    def stat(self) -> os.stat_result:
+        """A stat result whose ``st_size`` is the record's size (other fields: the segment's)."""
+        st = os.stat(self.segment)
+        fields = list(st)
+        fields[6] = len(self.read_bytes())
+        return os.stat_result(fields)
 
 
 def record_file(root: Path, session: str, checkpoint_id: str) -> RecordInSegment:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from persistency.errors import CorruptCheckpointError, InvalidIdentifierError
 from persistency.ids import validate_id
-from persistency.storage.framing import split
+from persistency.storage.framing import info_json, split
 
 __all__ = ["SEGMENT", "Entry", "SegmentIndex", "end_line", "entry_bytes", "scan"]
 
@@ -34,6 +34,8 @@ SEGMENT = "records.jsonl"
 
 _END = b'{"end":"'
 _BASE = b'","base":'
+_LINE1 = b'{"v":2,"isum":"'
+_LINE2 = b'"psum":"'
 _ID_TAIL = re.compile(rb'[A-Za-z0-9._@+=-]*(?:"\}?)?')
 
 
@@ -110,16 +112,29 @@ def _record_id(record: bytes) -> str | None:
     return _stored_id(cid.encode("ascii", "replace")) if isinstance(cid, str) else None
 
 
+def _prefix_compatible(data: bytes, start: bytes) -> bool:
+    """True if ``data`` and ``start`` agree on their common length (a cut record line may be either)."""
+    n = min(len(data), len(start))
+    return data[:n] == start[:n]
+
+
 def _torn(tail: bytes) -> bool:
     """True if ``tail`` (what follows the last end line) can be a proper prefix of one entry.
 
-    One or no complete line: a tear inside the record. Two: the record must check and what follows
-    must be a prefix of its end line. (A single flipped byte in a committed last entry always fails
+    No complete line: it must start like a record. One: it must be an intact info line, then the
+    start of a payload line. Two: the record must check and what follows must be a prefix of its
+    end line. (A single flipped byte in a committed last entry always fails
     one of these checks, so it is reported as damage, never dropped as a tear.)
     """
     lines = tail.split(b"\n")
-    if len(lines) <= 2:
-        return True
+    if len(lines) == 1:
+        return _prefix_compatible(tail, _LINE1)
+    if len(lines) == 2:
+        try:
+            info_json(lines[0], "segment")
+        except CorruptCheckpointError:
+            return False
+        return _prefix_compatible(lines[1], _LINE2)
     if len(lines) > 3:
         return False
     cid = _record_id(lines[0] + b"\n" + lines[1] + b"\n")
