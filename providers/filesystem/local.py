@@ -58,7 +58,7 @@ class SegmentStore:
     """Records of a local folder in per-session segments; symlink-safe, private modes, 0.1 files read."""
 
     def __init__(self, root: str, *, fsync: bool, file_mode: int, dir_mode: int) -> None:
-        self.paths = LocalPaths(root, file_mode, dir_mode)
+        self.paths = LocalPaths(root, file_mode, dir_mode, fsync)
         self.root = root
         self.fsync = fsync
         self._lock = threading.Lock()

@@ -30,8 +30,9 @@ class SymlinkRefusedError(StorageUnavailableError):
 class LocalPaths:
     """Descriptors of a root's session folders, opened symlink-safe, created with fixed modes."""
 
-    def __init__(self, root: str, file_mode: int, dir_mode: int) -> None:
+    def __init__(self, root: str, file_mode: int, dir_mode: int, fsync: bool = True) -> None:
         self.root = root
+        self.fsync = fsync
         self.file_mode = file_mode
         self.dir_mode = dir_mode
 
@@ -77,7 +78,8 @@ class LocalPaths:
             raise
         if made:
             os.fchmod(fd, self.dir_mode)
-            os.fsync(parent)  # the new folder's name is durable before anything in it is acknowledged
+            if self.fsync:
+                os.fsync(parent)  # the new folder's name is durable before anything in it is acknowledged
         return fd
 
     @contextlib.contextmanager

@@ -146,6 +146,11 @@ def _torn(tail: bytes) -> bool:
     return partial.startswith(head + b'"') and _ID_TAIL.fullmatch(partial[len(head) + 1:]) is not None
 
 
+def _names(buf: bytes, line: tuple[int, int], cid: str) -> bool:
+    """Cheap check that the record's info line is the one of ``cid`` (its checksum is checked on read)."""
+    return buf.find(b'"checkpoint_id":"' + cid.encode("ascii") + b'"', line[0], line[1]) >= 0
+
+
 def _add(index: SegmentIndex, cid: str, entry: Entry) -> None:
     if cid in index.entries:
         entry = Entry(entry.start, entry.stop, None, f"checkpoint {cid!r} is stored twice in the segment")
@@ -183,7 +188,7 @@ def scan(buf: bytes, offset: int, index: SegmentIndex) -> None:
     while (nl := buf.find(b"\n", pos)) >= 0:
         if buf.startswith(_END, pos):
             parsed = _parse_end(buf[pos:nl])
-            if parsed is not None and len(lines) == 2:
+            if parsed is not None and len(lines) == 2 and _names(buf, lines[0], parsed[0]):
                 _add(index, parsed[0], Entry(offset + lines[0][0], offset + lines[1][1], parsed[1]))
             else:
                 _recover(buf, offset, lines, parsed[0] if parsed else None, index)
