@@ -81,7 +81,7 @@ class LocalLeases:
     @contextlib.contextmanager
     def _state(self, sid: str, create: bool, exclusive: bool = True) -> Iterator[dict[str, Any] | None]:
         """The session's state, locked; written back if the body changed it."""
-        with self.paths.session(sid, create=create) as fds:
+        with self.paths.session(sid, create=create, checkpoints=False) as fds:
             if fds is None:
                 yield None
                 return
@@ -122,7 +122,7 @@ class LocalLeases:
     @contextlib.contextmanager
     def advancing(self, sid: str) -> Iterator[None]:
         """Hold the state locked while the session's records are removed, and advance its generation."""
-        with self.paths.session(sid, create=False) as fds:
+        with self.paths.session(sid, create=False, checkpoints=False) as fds:
             exists = fds is not None
         if not exists:
             yield

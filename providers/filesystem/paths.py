@@ -83,8 +83,10 @@ class LocalPaths:
         return fd
 
     @contextlib.contextmanager
-    def session(self, session_id: str, create: bool) -> Iterator[tuple[int, int] | None]:
-        """(session folder fd, checkpoints folder fd), or None if absent and not ``create``."""
+    def session(self, session_id: str, create: bool, checkpoints: bool = True) -> Iterator[tuple[int, int] | None]:
+        """(session folder fd, checkpoints folder fd), or None if absent and not ``create``.
+
+        With ``checkpoints=False`` only the session folder is opened (the second fd is -1)."""
         fds: list[int] = []
         try:
             root = self.open_root(create)
@@ -97,6 +99,9 @@ class LocalPaths:
                 yield None
                 return
             fds.append(sess)
+            if not checkpoints:
+                yield sess, -1
+                return
             cps = self.open_dir(sess, CHECKPOINTS, create, f"{session_id}/{CHECKPOINTS}")
             if cps is None:
                 yield None
