@@ -147,7 +147,9 @@ def test_a_stored_parent_id_that_climbs_out_never_reaches_a_path(tmp_path: Path)
         fresh.get_checkpoint("s", chain[1].checkpoint_id)
     # and an end line naming such an id marks its entry damaged instead
     seg = tmp_path / "root" / "s" / "checkpoints" / "records.jsonl"
-    seg.write_bytes(seg.read_bytes().replace(b'"base":"' + chain[0].checkpoint_id.encode(), b'"base":"../../../x'))
+    end = b'{"end":"' + chain[1].checkpoint_id.encode() + b'"}'
+    assert end in seg.read_bytes()
+    seg.write_bytes(seg.read_bytes().replace(end, end[:-1] + b',"base":"../../../x"}'))
     with pytest.raises(CorruptCheckpointError):
         FilesystemStorageProvider(tmp_path / "root").get_checkpoint("s", chain[1].checkpoint_id)
 

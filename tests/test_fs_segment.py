@@ -157,3 +157,13 @@ def test_copy_reads_grow_linearly_with_the_session(tmp_path: Path, syscalls: Cou
         reads[n] = syscalls["read"] + syscalls["pread"]
         assert dst.get_latest_checkpoint("s") == src.get_latest_checkpoint("s")
     assert reads[100] <= 2.2 * reads[50] + 4, reads
+
+
+# -- the fast JSON parser gives the standard library's values, and hands it what it refuses --------------
+def test_values_orjson_refuses_still_round_trip(tmp_path: Path) -> None:
+    p = FilesystemStorageProvider(tmp_path, fsync=False)
+    odd = {"big": 2**70, "neg": -(2**65), "lone": "half \ud83d emoji", "pair": "😀", "deep": [[[[1.5e-300]]]]}
+    cp = make_checkpoint("s", 1, metadata=odd, messages=[{"content": "\ud800 x", "role": "user"}])
+    p.save_checkpoint(cp)
+    got = FilesystemStorageProvider(tmp_path).get_latest_checkpoint("s")
+    assert got == cp and got.metadata == odd

@@ -30,6 +30,7 @@ from persistency.errors import CheckpointConflictError, CorruptCheckpointError, 
 from persistency.ids import validate_id
 from persistency.storage import NewRecord
 
+from .appender import Appender
 from .paths import CHECKPOINTS, DIR_FLAGS, LocalPaths, SymlinkRefusedError, read_fd
 from .segment import SEGMENT, Entry, SegmentIndex, entry_bytes, scan
 
@@ -63,16 +64,16 @@ class SegmentStore:
         self.fsync = fsync
         self._lock = threading.Lock()
         self._indexes: OrderedDict[str, SegmentIndex] = OrderedDict()
-        self._swept: set[str] = set()
+        self._appender = Appender(self.paths, self.where)
 
     def where(self, session_id: str) -> str:
         """The session's segment path, for messages."""
         return f"{self.root}/{session_id}/{CHECKPOINTS}/{SEGMENT}"
 
     # -- the index ----------------------------------------------------------------------------------------
-    def _refresh(self, sid: str, fd: int) -> tuple[SegmentIndex, int, bytes]:
+    def _refresh(self, sid: str, fd: int, st: os.stat_result | None = None) -> tuple[SegmentIndex, int, bytes]:
         """The segment's index brought up to date; plus the bytes just read and their offset."""
-        st = os.fstat(fd)
+        st = st or os.fstat(fd)
         with self._lock:
             idx = self._indexes.get(sid)
             if idx is None or (idx.dev, idx.ino) != (st.st_dev, st.st_ino) or st.st_size < idx.end:
@@ -110,13 +111,11 @@ class SegmentStore:
         return out
 
     # -- writing ------------------------------------------------------------------------------------------
-    def _sweep(self, sid: str, cps: int) -> None:
-        """Remove temporary files that dead 0.1 writers left (once per session and process)."""
-        if sid in self._swept:
-            return
-        self._swept.add(sid)
+    @staticmethod
+    def _sweep(sid: str, cps: int, names: list[str]) -> None:
+        """Remove temporary files that dead 0.1 writers left (when a session is first written here)."""
         now = time.time()
-        for name in os.listdir(cps):
+        for name in names:
             if name.startswith(TMP_PREFIX):
                 with contextlib.suppress(FileNotFoundError):
                     st = os.stat(name, dir_fd=cps, follow_symlinks=False)
@@ -139,50 +138,40 @@ class SegmentStore:
     def write(self, record: NewRecord) -> None:
         """Append ``record`` create-only; `CheckpointConflictError` if its id is stored."""
         sid, cid = record.session_id, record.checkpoint_id
-        entry = entry_bytes(record.data, cid, record.base_id)
-        with self.paths.session(sid, create=True) as fds:
-            assert fds is not None
-            _, cps = fds
-            self._sweep(sid, cps)
-            fd = self._open_locked(cps, sid)
+        with self._appender.locked(sid) as (got, st, fresh):
+            if fresh:
+                self._sweep(sid, got.cps, got.names)
+            idx, _, _ = self._refresh(sid, got.seg, st)
+            if cid in idx.entries or cid + LEGACY_SUFFIX in got.names:
+                raise CheckpointConflictError(
+                    f"checkpoint {cid!r} already exists in session {sid!r} ({self.where(sid)})"
+                )
+            if st.st_size > idx.end:
+                os.ftruncate(got.seg, idx.end)  # a dead writer's torn tail: we hold the lock
+            lead = b"\n" if idx.needs_newline else b""  # after a damaged tail, start on a line of our own
+            entry = lead + entry_bytes(record.data, cid, record.base_id, idx.last)
             try:
-                idx, _, _ = self._refresh(sid, fd)
-                if cid in idx.entries or self._legacy_exists(cps, cid):
-                    raise CheckpointConflictError(
-                        f"checkpoint {cid!r} already exists in session {sid!r} ({self.where(sid)})"
-                    )
-                size = os.fstat(fd).st_size
-                if size > idx.end:
-                    os.ftruncate(fd, idx.end)  # a dead writer's torn tail: we hold the lock
-                if idx.needs_newline:  # after a damaged tail, start on a line of our own
-                    entry = b"\n" + entry
-                try:
-                    view = memoryview(entry)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    if self.fsync:
-                        os.fdatasync(fd)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, idx.end)
-                    raise
-                if self.fsync and idx.end == 0:
-                    os.fsync(cps)  # the new segment's name
-                with self._lock:
-                    first = idx.end + (1 if idx.needs_newline else 0)
-                    idx.entries[cid] = Entry(first, first + len(record.data), record.base_id)
-                    idx.end += len(entry)
-                    idx.needs_newline = False
-            finally:
-                os.close(fd)
+                view = memoryview(entry)
+                while view:
+                    view = view[os.write(got.seg, view):]
+                if self.fsync:
+                    os.fdatasync(got.seg)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(got.seg, idx.end)
+                raise
+            if self.fsync and idx.end == 0:
+                os.fsync(got.cps)  # the new segment's name
+            with self._lock:
+                first = idx.end + len(lead)
+                idx.entries[cid] = Entry(first, first + len(record.data), record.base_id)
+                idx.end += len(entry)
+                idx.last = cid
+                idx.needs_newline = False
 
-    @staticmethod
-    def _legacy_exists(cps: int, cid: str) -> bool:
-        try:
-            os.stat(cid + LEGACY_SUFFIX, dir_fd=cps, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return True
+    def close(self) -> None:
+        """Close the descriptors kept open for writing."""
+        self._appender.close()
 
     # -- reading ------------------------------------------------------------------------------------------
     def _open_segment(self, cps: int, sid: str) -> int | None:
@@ -316,6 +305,7 @@ class SegmentStore:
     # -- deleting -----------------------------------------------------------------------------------------
     def delete(self, sid: str, keep: str) -> None:
         """Remove the session's records and anything else in its folder but ``keep`` (its state file)."""
+        self._appender.forget(sid)
         with self.paths.session(sid, create=False) as fds:
             if fds is not None:
                 sess, cps = fds
@@ -334,7 +324,6 @@ class SegmentStore:
                     os.fsync(sess)
         with self._lock:
             self._indexes.pop(sid, None)
-            self._swept.discard(sid)
 
 
 def _remove(parent: int, name: str) -> None:

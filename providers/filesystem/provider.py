@@ -269,6 +269,11 @@ class FilesystemStorageProvider(StorageBackend):
                 return
             self._per_file().delete_tree(f"{self._root}/{session_id}")
 
+    def close(self) -> None:
+        """Close the descriptors kept open for appending (idempotent; a later save reopens them)."""
+        if self._segments is not None:
+            self._segments.close()
+
     # -- generations and leases (local disk and memory://) ---------------------------------------------------
     def _lease_store(self) -> LocalLeases | MemoryLeases:
         if self._leases is None:

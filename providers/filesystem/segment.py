@@ -5,7 +5,10 @@ by one *end line* naming the record and its base::
 
     {"v":2,"isum":"...","info":{...},
     "psum":"...","payload":{...}}
-    {"end":"000001-0000003","base":"000001-0000002"}
+    {"end":"000001-0000003"}
+
+The end line names the record and its base: ``"base":null`` for a record stored whole, an id for
+a base elsewhere in the file, and nothing when the base is the entry just before (the usual case).
 
 An entry is written with one ``write`` in ``O_APPEND`` mode, so a crash can only leave a proper
 prefix of the last entry (a *torn tail*): the scan ignores it, and the next writer truncates it.
@@ -64,19 +67,28 @@ class SegmentIndex:
     entries: dict[str, Entry] = field(default_factory=dict)
     #: a damaged tail left the file without a final newline: the next entry starts with one
     needs_newline: bool = False
+    #: the id of the last entry scanned or appended (a short end line names it as the base)
+    last: str | None = None
 
 
-def end_line(checkpoint_id: str, base_id: str | None) -> bytes:
-    """The line that commits a record (with its newline)."""
+def end_line(checkpoint_id: str, base_id: str | None, last: str | None = None) -> bytes:
+    """The line that commits a record (with its newline); short when the base is the entry before it."""
+    cid = checkpoint_id.encode("ascii")
+    if base_id is not None and base_id == last:
+        return _END + cid + b'"}\n'
     base = b"null" if base_id is None else b'"' + base_id.encode("ascii") + b'"'
-    return _END + checkpoint_id.encode("ascii") + _BASE + base + b"}\n"
+    return _END + cid + _BASE + base + b"}\n"
 
 
-def entry_bytes(data: bytes, checkpoint_id: str, base_id: str | None) -> bytes:
+def entry_bytes(data: bytes, checkpoint_id: str, base_id: str | None, last: str | None = None) -> bytes:
     """The bytes appended for one record: its two lines and its end line."""
     if data.count(b"\n") != 2 or not data.endswith(b"\n"):
         raise ValueError("a record must be exactly two lines, each ending in a newline")
-    return data + end_line(checkpoint_id, base_id)
+    return data + end_line(checkpoint_id, base_id, last)
+
+
+_PREVIOUS = "\x00previous"
+"""`_parse_end`'s base for a short end line: the entry before it in the file."""
 
 
 def _stored_id(raw: bytes) -> str | None:
@@ -90,7 +102,11 @@ def _parse_end(line: bytes) -> tuple[str, str | None] | None:
     """(checkpoint id, base id) of an end line (without its newline), or None if it is damaged."""
     if not line.startswith(_END) or not line.endswith(b"}"):
         return None
-    cid_raw, sep, rest = line[len(_END):-1].partition(_BASE)
+    body = line[len(_END):-1]
+    if body.endswith(b'"') and body.count(b'"') == 1:  # {"end":"ID"}: the base is the entry before
+        cid = _stored_id(body[:-1])
+        return None if cid is None else (cid, _PREVIOUS)
+    cid_raw, sep, rest = body.partition(_BASE)
     cid = _stored_id(cid_raw) if sep else None
     if cid is None:
         return None
@@ -140,8 +156,9 @@ def _torn(tail: bytes) -> bool:
     cid = _record_id(lines[0] + b"\n" + lines[1] + b"\n")
     if cid is None:
         return False
-    partial, head = lines[2], _END + cid.encode("ascii") + _BASE
-    if (head + b"null}").startswith(partial):
+    partial, start = lines[2], _END + cid.encode("ascii")
+    head = start + _BASE
+    if (head + b"null}").startswith(partial) or (start + b'"}').startswith(partial):
         return True
     return partial.startswith(head + b'"') and _ID_TAIL.fullmatch(partial[len(head) + 1:]) is not None
 
@@ -152,9 +169,12 @@ def _names(buf: bytes, line: tuple[int, int], cid: str) -> bool:
 
 
 def _add(index: SegmentIndex, cid: str, entry: Entry) -> None:
+    if entry.base == _PREVIOUS:
+        entry = Entry(entry.start, entry.stop, index.last, entry.damage)
     if cid in index.entries:
         entry = Entry(entry.start, entry.stop, None, f"checkpoint {cid!r} is stored twice in the segment")
     index.entries[cid] = entry
+    index.last = cid
 
 
 def _recover(buf: bytes, offset: int, lines: list[tuple[int, int]], named: str | None, index: SegmentIndex) -> None:
