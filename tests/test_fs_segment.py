@@ -167,3 +167,51 @@ def test_values_orjson_refuses_still_round_trip(tmp_path: Path) -> None:
     p.save_checkpoint(cp)
     got = FilesystemStorageProvider(tmp_path).get_latest_checkpoint("s")
     assert got == cp and got.metadata == odd
+
+
+# -- batches: one write and one sync -------------------------------------------------------------------
+def _batch(sid: str, start: Checkpoint, n: int) -> list[Checkpoint]:
+    out, parent = [], start
+    for step in range(start.step + 1, start.step + 1 + n):
+        cp = make_checkpoint(sid, step, parent_id=parent.checkpoint_id,
+                             messages=[*parent.messages, {"content": f"m{step}", "role": "user"}])
+        out.append(cp)
+        parent = cp
+    return out
+
+
+def test_a_batch_of_saves_is_one_sync_and_loads_like_single_saves(tmp_path: Path, syscalls: Counter[str]) -> None:
+    p = FilesystemStorageProvider(tmp_path)
+    [first] = make_chain(p, "s", 1)
+    batch = _batch("s", first, 10)
+    syscalls.clear()
+    p.save_checkpoints(batch)
+    assert syscalls["fdatasync"] == 1 and syscalls["fsync"] == 0, syscalls
+    fresh = FilesystemStorageProvider(tmp_path)
+    assert fresh.get_latest_checkpoint("s") == batch[-1]
+    assert [i.step for i in fresh.list_checkpoints("s")] == list(range(1, 12))
+    assert fresh.get_checkpoint("s", batch[4].checkpoint_id) == batch[4]
+
+
+def test_a_batch_with_a_taken_id_stores_nothing(tmp_path: Path) -> None:
+    p = FilesystemStorageProvider(tmp_path)
+    [first] = make_chain(p, "s", 1)
+    batch = _batch("s", first, 4)
+    p.save_checkpoint(batch[0])
+    before = segment_path(tmp_path, "s").read_bytes()
+    with pytest.raises(CheckpointConflictError):  # the last of the batch is taken: the first two are not stored
+        FilesystemStorageProvider(tmp_path).save_checkpoints([batch[1], batch[2], batch[0]])
+    assert segment_path(tmp_path, "s").read_bytes() == before
+
+
+async def test_async_batch_and_the_default_loop_on_memory(tmp_path: Path) -> None:
+    import uuid
+
+    from persistency import provider_from_url
+
+    for url in (str(tmp_path / "a"), f"memory://batch-{uuid.uuid4().hex}"):
+        p = provider_from_url(url)
+        [first] = make_chain(p, "s", 1)
+        batch = _batch("s", first, 5)
+        await p.asave_checkpoints(batch)  # type: ignore[attr-defined]
+        assert await provider_from_url(url).aget_latest_checkpoint("s") == batch[-1]

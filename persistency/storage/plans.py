@@ -8,7 +8,7 @@ checks that every record read belongs where it was found. Records are decoded on
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from persistency.errors import CheckpointNotFoundError, CorruptCheckpointError, InvalidIdentifierError
@@ -18,7 +18,7 @@ from persistency.storage.assemble import info_from_raw, lineage_of, materialize
 from persistency.storage.cache import LRUCache
 from persistency.storage.decode import decode_info_line, decode_record
 from persistency.storage.encode import SEALED_ERROR, encode
-from persistency.storage.ops import Delete, ListIds, ListSessions, Plan, Read, ReadChain, ReadInfos, Write
+from persistency.storage.ops import Delete, ListIds, ListSessions, Plan, Read, ReadChain, ReadInfos, Write, WriteMany
 from persistency.storage.options import check_limit
 from persistency.storage.records import Lineage, Record
 
@@ -153,6 +153,28 @@ class ContractPlans:
         record = encode(checkpoint, parent, self._cipher)
         yield Write(record)
         self._lineages.put((sid, cid), record.lineage)
+
+    def _save_many_plan(self, checkpoints: Sequence[Checkpoint]) -> Plan[None]:
+        """Store ``checkpoints`` (parents before children) create-only as one batch (one sync where the
+        backend can): each encoded against its parent, from the batch itself when it is there."""
+        pending: dict[tuple[str, str], Lineage] = {}
+        records = []
+        for checkpoint in checkpoints:
+            sid = validate_id(checkpoint.session_id, "session_id")
+            cid = validate_id(checkpoint.checkpoint_id, "checkpoint_id")
+            parent = None
+            if checkpoint.parent_id is not None:
+                pid = validate_id(checkpoint.parent_id, "parent_id")
+                parent = pending.get((sid, pid))
+                if parent is None:
+                    parent = yield from self._lineage_plan(sid, pid, cid)
+            record = encode(checkpoint, parent, self._cipher)
+            pending[(sid, cid)] = record.lineage
+            records.append(record)
+        if records:
+            yield WriteMany(tuple(records))
+        for key, lineage in pending.items():
+            self._lineages.put(key, lineage)
 
     def _list_plan(self, session_id: str, run_id: str | None, limit: object,
                    before: str | None) -> Plan[list[CheckpointInfo]]:

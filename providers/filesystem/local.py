@@ -135,23 +135,41 @@ class SegmentStore:
                 raise
             os.close(fd)  # deleted between open and lock: open the new one
 
-    def write(self, record: NewRecord) -> None:
-        """Append ``record`` create-only; `CheckpointConflictError` if its id is stored."""
-        sid, cid = record.session_id, record.checkpoint_id
+    def write(self, records: Sequence[NewRecord]) -> None:
+        """Append ``records`` create-only, one session's in one write and one sync (all or nothing per
+        session); `CheckpointConflictError` if an id is stored or given twice."""
+        by_session: dict[str, list[NewRecord]] = {}
+        for record in records:
+            by_session.setdefault(record.session_id, []).append(record)
+        for sid, batch in by_session.items():
+            self._append(sid, batch)
+
+    def _append(self, sid: str, batch: list[NewRecord]) -> None:
         with self._appender.locked(sid) as (got, st, fresh):
             if fresh:
                 self._sweep(sid, got.cps, got.names)
             idx, _, _ = self._refresh(sid, got.seg, st)
-            if cid in idx.entries or cid + LEGACY_SUFFIX in got.names:
-                raise CheckpointConflictError(
-                    f"checkpoint {cid!r} already exists in session {sid!r} ({self.where(sid)})"
-                )
+            seen: set[str] = set()
+            for record in batch:
+                cid = record.checkpoint_id
+                if cid in idx.entries or cid in seen or cid + LEGACY_SUFFIX in got.names:
+                    raise CheckpointConflictError(
+                        f"checkpoint {cid!r} already exists in session {sid!r} ({self.where(sid)})"
+                    )
+                seen.add(cid)
             if st.st_size > idx.end:
                 os.ftruncate(got.seg, idx.end)  # a dead writer's torn tail: we hold the lock
-            lead = b"\n" if idx.needs_newline else b""  # after a damaged tail, start on a line of our own
-            entry = lead + entry_bytes(record.data, cid, record.base_id, idx.last)
+            parts = [b"\n"] if idx.needs_newline else []  # after a damaged tail, start on a line of our own
+            offset, last, placed = idx.end + len(parts), idx.last, []
+            for record in batch:
+                entry = entry_bytes(record.data, record.checkpoint_id, record.base_id, last)
+                placed.append((record, offset))
+                parts.append(entry)
+                offset += len(entry)
+                last = record.checkpoint_id
+            data = b"".join(parts)
             try:
-                view = memoryview(entry)
+                view = memoryview(data)
                 while view:
                     view = view[os.write(got.seg, view):]
                 if self.fsync:
@@ -163,10 +181,10 @@ class SegmentStore:
             if self.fsync and idx.end == 0:
                 os.fsync(got.cps)  # the new segment's name
             with self._lock:
-                first = idx.end + len(lead)
-                idx.entries[cid] = Entry(first, first + len(record.data), record.base_id)
-                idx.end += len(entry)
-                idx.last = cid
+                for record, start in placed:
+                    idx.entries[record.checkpoint_id] = Entry(start, start + len(record.data), record.base_id)
+                idx.end += len(data)
+                idx.last = last
                 idx.needs_newline = False
 
     def close(self) -> None:

@@ -193,7 +193,7 @@ class FilesystemStorageProvider(StorageBackend):
         """Append the record to the session's segment (local disk) or create its file; create-only."""
         if self._segments is not None:
             with self._translate(f"writing {self._segments.where(record.session_id)}"):
-                self._segments.write(record)
+                self._segments.write([record])
             return
         path = self._path(record.session_id, record.checkpoint_id)
         try:
@@ -203,6 +203,14 @@ class FilesystemStorageProvider(StorageBackend):
             raise CheckpointConflictError(
                 f"checkpoint {record.checkpoint_id!r} already exists in session {record.session_id!r} ({path})"
             ) from exc
+
+    def write_records(self, records: Sequence[NewRecord]) -> None:
+        """On a local disk a batch is one write and one sync per session (all or nothing); else one by one."""
+        if self._segments is None:
+            super().write_records(records)
+            return
+        with self._translate(f"writing {self._root}"):
+            self._segments.write(records)
 
     def _read_each(self, session_id: str, ids: Sequence[str], line: bool) -> dict[str, bytes]:
         if self._segments is not None:
