@@ -22,7 +22,8 @@ from typing import Any
 
 from persistency.models import Checkpoint
 
-__all__ = ["TARGETS_15", "collect", "copy_scaling", "load_vs_snapshot", "save_vs_append"]
+__all__ = ["TARGETS_15", "collect", "copy_scaling", "load_vs_snapshot", "render_ratios", "resume_vs_ag2",
+           "save_vs_append"]
 
 #: (key, figure, target as text, bound, higher is worse)
 TARGETS_15 = (
@@ -135,6 +136,80 @@ def copy_scaling(workdir: Path, steps: int) -> dict[str, Any]:
             raise RuntimeError(f"copy failed: {res.failed[:1]}")
     out["ratio"] = out[str(2 * steps)] / out[str(steps)]
     return out
+
+
+class _Stop(Exception):
+    """Raised at the first new step to end a timed resume there."""
+
+
+def _until_first_new_step(start: Any) -> float:
+    """Seconds from now until ``start()`` makes the chat's second append (its message, then a reply)."""
+    from autogen import GroupChat
+
+    original = GroupChat.append
+    seen: list[float] = []
+
+    def append(self: Any, message: Any, speaker: Any) -> Any:
+        out = original(self, message, speaker)
+        seen.append(time.perf_counter())
+        if len(seen) >= 2:
+            raise _Stop
+        return out
+
+    GroupChat.append = append  # type: ignore[method-assign]
+    t = time.perf_counter()
+    try:
+        start()
+    except _Stop:
+        pass
+    except Exception as exc:  # the feature may wrap the stop in its own error
+        if not seen or len(seen) < 2:
+            raise RuntimeError(f"the resume failed before its first new step: {exc}") from exc
+    finally:
+        GroupChat.append = original  # type: ignore[method-assign]
+    if len(seen) < 2:
+        raise RuntimeError("the resumed chat made no new step")
+    return seen[1] - t
+
+
+def resume_vs_ag2(workdir: Path, steps: int, repeats: int = 5) -> dict[str, Any]:
+    """Fresh provider + Persistency resume to the first new step ÷ AG2's json.load + resume() of the
+    same messages to its first new step, in turns (the store is copied afresh for each sample)."""
+    import shutil
+
+    from autogen.io.base import IOStream
+    from persistency.providers.filesystem import FilesystemStorageProvider
+
+    from benchmarks.chat import _build, _NullStream, run_chat
+    from benchmarks.stream import make_text, speaker_of
+    from persistency import Persistency
+
+    seed = workdir / "ratio-resume-seed"
+    run_chat(steps, FilesystemStorageProvider(seed), session_id="resume")
+    last = FilesystemStorageProvider(seed).get_latest_checkpoint("resume")
+    assert last is not None
+    messages_file = workdir / "ratio-resume-messages.json"
+    messages_file.write_text(json.dumps(last.messages))
+    ours, theirs = [], []
+    with IOStream.set_default(_NullStream()):  # type: ignore[arg-type]
+        for i in range(repeats):
+            store = workdir / f"ratio-resume-{i}"
+            shutil.copytree(seed, store)
+
+            def ag2() -> None:
+                _, _, manager = _build(steps + 10)
+                speaker, message = manager.resume(json.loads(messages_file.read_bytes()), silent=True)
+                speaker.initiate_chat(manager, message=message, clear_history=False, silent=True)
+
+            def persisted(store: Path = store) -> None:
+                agents, _, manager = _build(steps + 10)
+                Persistency(FilesystemStorageProvider(store), session_id="resume").attach(manager)
+                agents[0].initiate_chat(manager, message=make_text(0, speaker_of(0)), silent=True)
+
+            theirs.append(_until_first_new_step(ag2))
+            ours.append(_until_first_new_step(persisted))
+    o, a = statistics.median(ours), statistics.median(theirs)
+    return {"ours_median": o, "ag2_median": a, "ratio": o / a, "n": repeats}
 
 
 def _row(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:

@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
 
             jobs = [("save_vs_append", lambda: ratios.save_vs_append(workdir)),
                     ("load_vs_snapshot", lambda: ratios.load_vs_snapshot(workdir, steps))]
+            if driver == "ag2":
+                jobs.append(("resume_vs_ag2", lambda: ratios.resume_vs_ag2(workdir, steps)))
             if args.copy_steps > 0:
                 jobs.append(("copy_scaling", lambda: ratios.copy_scaling(workdir, args.copy_steps)))
             for key, job in jobs:

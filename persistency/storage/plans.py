@@ -7,7 +7,6 @@ checks that every record read belongs where it was found. Records are decoded on
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -55,7 +54,7 @@ class ContractPlans:
         rec = decode_record(data, where, self._cipher)
         _check_identity(rec.info, sid, cid, where)
         if any("full" in d for d in rec.deltas.values()):  # keyframes are what later lookups need
-            self._stripped.put((sid, cid), dataclasses.replace(rec, messages=[], stripped=True))
+            self._stripped.put((sid, cid), Record(rec.where, rec.info, rec.base, rec.base_step, [], rec.deltas, True))
         return rec
 
     def _decode_all(self, sid: str, rows: dict[str, bytes] | list[tuple[str, bytes]]) -> dict[str, Record]:
