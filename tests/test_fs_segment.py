@@ -215,3 +215,35 @@ async def test_async_batch_and_the_default_loop_on_memory(tmp_path: Path) -> Non
         batch = _batch("s", first, 5)
         await p.asave_checkpoints(batch)  # type: ignore[attr-defined]
         assert await provider_from_url(url).aget_latest_checkpoint("s") == batch[-1]
+
+
+def test_readers_and_a_writer_of_one_instance_keep_its_index_exact(tmp_path: Path) -> None:
+    import threading
+
+    p = FilesystemStorageProvider(tmp_path, fsync=False)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                p.list_checkpoint_ids("s")
+                p.get_latest_checkpoint("s")
+            except BaseException as exc:  # a failure fails the test below
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        chain = _grow(p, "s", 150, text="y" * 50)
+    finally:
+        done.set()
+        for t in readers:
+            t.join()
+    assert errors == []
+    assert p.list_checkpoint_ids("s") == [c.checkpoint_id for c in chain]
+    more = _batch("s", chain[-1], 3)
+    p.save_checkpoints(more)
+    assert FilesystemStorageProvider(tmp_path).get_latest_checkpoint("s") == more[-1] == p.get_latest_checkpoint("s")

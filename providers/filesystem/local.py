@@ -157,10 +157,11 @@ class SegmentStore:
                         f"checkpoint {cid!r} already exists in session {sid!r} ({self.where(sid)})"
                     )
                 seen.add(cid)
-            if st.st_size > idx.end:
-                os.ftruncate(got.seg, idx.end)  # a dead writer's torn tail: we hold the lock
-            parts = [b"\n"] if idx.needs_newline else []  # after a damaged tail, start on a line of our own
-            offset, last, placed = idx.end + len(parts), idx.last, []
+            end = idx.end
+            if st.st_size > end:
+                os.ftruncate(got.seg, end)  # a dead writer's torn tail: we hold the lock
+            lead = b"\n" if idx.needs_newline else b""  # after a damaged tail, start on a line of our own
+            parts, offset, last, placed = [lead], end + len(lead), idx.last, []
             for record in batch:
                 entry = entry_bytes(record.data, record.checkpoint_id, record.base_id, last)
                 placed.append((record, offset))
@@ -176,14 +177,14 @@ class SegmentStore:
                     os.fdatasync(got.seg)
             except BaseException:
                 with contextlib.suppress(OSError):
-                    os.ftruncate(got.seg, idx.end)
+                    os.ftruncate(got.seg, end)
                 raise
-            if self.fsync and idx.end == 0:
+            if self.fsync and end == 0:
                 os.fsync(got.cps)  # the new segment's name
-            with self._lock:
+            with self._lock:  # a reader of this process may have scanned the new entries already: same values
                 for record, start in placed:
                     idx.entries[record.checkpoint_id] = Entry(start, start + len(record.data), record.base_id)
-                idx.end += len(data)
+                idx.end = end + len(data)
                 idx.last = last
                 idx.needs_newline = False
 
