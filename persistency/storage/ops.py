@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from persistency.storage.records import NewRecord
 
-__all__ = ["Delete", "ListIds", "ListSessions", "Op", "Plan", "Read", "ReadChain", "ReadInfos", "Write", "WriteMany"]
+__all__ = ["Delete", "ListIds", "ListSessions", "Op", "Plan", "Read", "ReadChain", "ReadInfos", "StaleParent", "Write",
+           "WriteMany"]
 
 T = TypeVar("T")
 
@@ -73,6 +74,11 @@ class Delete:
     """``delete_records(session_id)``: remove the session and advance its generation. Reply: None."""
 
     session_id: str
+
+
+class StaleParent(Exception):
+    """Raised by ``write_record`` when the stored parent is not the one the record was encoded against
+    (the session was deleted and re-created by another writer): the base re-reads it and encodes again."""
 
 
 Op = Write | WriteMany | Read | ReadChain | ReadInfos | ListIds | ListSessions | Delete

@@ -136,6 +136,12 @@ class FilesystemStorageProvider(StorageBackend):
         self._files: Files | None = None
         self._segments: SegmentStore | None = None
         self._leases: LocalLeases | MemoryLeases | None = None
+        if storage_options and isinstance(fs, LocalFileSystem | MemoryFileSystem):
+            # these take no options worth passing; an unknown name is a typo, never silently ignored
+            raise ProviderConfigError(
+                f"filesystem option(s) refused: {', '.join(sorted(storage_options))} (unknown option; the options "
+                f"are: {', '.join(FilesystemOptions.model_fields)}, encryption_key)"
+            )
         if isinstance(fs, LocalFileSystem):
             if os.path.exists(self._root) and not os.path.isdir(self._root):
                 raise ProviderConfigError(f"filesystem root {self._root!r} exists and is not a folder")
@@ -145,6 +151,7 @@ class FilesystemStorageProvider(StorageBackend):
         elif isinstance(fs, MemoryFileSystem):
             self._files = MemoryFiles(fs)
             self._leases = MemoryLeases(self._root)
+            self.shared_across_processes = False
         elif opts.single_writer:
             self._files = Files(fs)
         else:
