@@ -145,13 +145,15 @@ def test_a_stored_parent_id_that_climbs_out_never_reaches_a_path(tmp_path: Path)
     fresh = FilesystemStorageProvider(tmp_path / "root")
     with pytest.raises(CorruptCheckpointError, match="stored checkpoint id"):
         fresh.get_checkpoint("s", chain[1].checkpoint_id)
-    # and an end line naming such an id marks its entry damaged instead
+    # and an end line naming such an id marks its entry damaged instead: never a path
     seg = tmp_path / "root" / "s" / "checkpoints" / "records.jsonl"
     end = b'{"end":"' + chain[1].checkpoint_id.encode() + b'"}'
     assert end in seg.read_bytes()
-    seg.write_bytes(seg.read_bytes().replace(end, end[:-1] + b',"base":"../../../x"}'))
+    seg.write_bytes(seg.read_bytes().replace(end, b'{"end":"../../../x"}'))
+    fresh = FilesystemStorageProvider(tmp_path / "root")
+    assert "../../../x" not in fresh.list_checkpoint_ids("s")
     with pytest.raises(CorruptCheckpointError):
-        FilesystemStorageProvider(tmp_path / "root").get_checkpoint("s", chain[1].checkpoint_id)
+        fresh.get_checkpoint("s", chain[1].checkpoint_id)
 
 
 # -- temporary files and killed writers --------------------------------------------------------------------

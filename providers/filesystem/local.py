@@ -161,13 +161,12 @@ class SegmentStore:
             if st.st_size > end:
                 os.ftruncate(got.seg, end)  # a dead writer's torn tail: we hold the lock
             lead = b"\n" if idx.needs_newline else b""  # after a damaged tail, start on a line of our own
-            parts, offset, last, placed = [lead], end + len(lead), idx.last, []
+            parts, offset, placed = [lead], end + len(lead), []
             for record in batch:
-                entry = entry_bytes(record.data, record.checkpoint_id, record.base_id, last)
+                entry = entry_bytes(record.data, record.checkpoint_id)
                 placed.append((record, offset))
                 parts.append(entry)
                 offset += len(entry)
-                last = record.checkpoint_id
             data = b"".join(parts)
             try:
                 view = memoryview(data)
@@ -185,7 +184,6 @@ class SegmentStore:
                 for record, start in placed:
                     idx.entries[record.checkpoint_id] = Entry(start, start + len(record.data), record.base_id)
                 idx.end = end + len(data)
-                idx.last = last
                 idx.needs_newline = False
 
     def close(self) -> None:
