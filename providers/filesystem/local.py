@@ -214,17 +214,21 @@ class SegmentStore:
                 return {}
             _, cps = fds
             out: dict[str, bytes] = {}
+            legacy = set(_legacy_ids(os.listdir(cps)))
             fd = self._open_segment(cps, sid)
             missing = list(ids)
             if fd is not None:
                 try:
                     idx, start, buf = self._refresh(sid, fd)
                     found = [(c, idx.entries[c]) for c in ids if c in idx.entries]
+                    self._once(sid, found, legacy)
                     out = self._slices(sid, fd, found, start, buf)
                 finally:
                     os.close(fd)
                 missing = [c for c in ids if c not in out]
             for cid in missing:
+                if cid not in legacy:
+                    continue
                 data = self._read_legacy(cps, sid, validate_id(cid, "checkpoint_id"))
                 if data is not None:
                     out[cid] = data
@@ -238,28 +242,38 @@ class SegmentStore:
             if fds is None:
                 return []
             _, cps = fds
+            legacy = set(_legacy_ids(os.listdir(cps)))
             fd = self._open_segment(cps, sid)
             if fd is None:
                 idx = None
             else:
                 try:
                     idx, start, buf = self._refresh(sid, fd)
-                    head = cid if cid is not None else self._latest(cps, idx)
+                    head = cid if cid is not None else self._latest(legacy, idx)
                     if head is not None and head in idx.entries:
                         chain = self._chain(idx, head)
+                        self._once(sid, chain, legacy)
                         got = self._slices(sid, fd, chain, start, buf)
                         return [(c, got[c]) for c, _ in chain]
                 finally:
                     os.close(fd)
-            head = cid if cid is not None else self._latest(cps, idx)
-            if head is None:
+            head = cid if cid is not None else self._latest(legacy, idx)
+            if head is None or head not in legacy:
                 return []
             data = self._read_legacy(cps, sid, head)
             return [] if data is None else [(head, data)]
 
+    def _once(self, sid: str, entries: list[tuple[str, Entry]], legacy: set[str]) -> None:
+        """An id both in the segment and in a 0.1 file is damage (which one is the checkpoint?)."""
+        for cid, _ in entries:
+            if cid in legacy:
+                raise CorruptCheckpointError(
+                    f"{self.where(sid)} checkpoint {cid!r}: stored twice, in the segment and as {cid}{LEGACY_SUFFIX}"
+                )
+
     @staticmethod
-    def _latest(cps: int, idx: SegmentIndex | None) -> str | None:
-        ids = _legacy_ids(os.listdir(cps))
+    def _latest(legacy: set[str], idx: SegmentIndex | None) -> str | None:
+        ids = list(legacy)
         if idx is not None and idx.entries:
             ids.append(max(idx.entries))
         return max(ids) if ids else None
