@@ -15,6 +15,7 @@ The tree::
       + EncryptionError                -- a payload that cannot be decrypted with the key given
       + ResumeError                    -- a resume policy that cannot be applied to this session
       + CheckpointWriteError           -- checkpoints were lost while a run went on (on_error="continue")
+      + AG2VersionError                -- AG2 Classic missing or outside the tested range (also an ImportError)
 
 Errors from the layer below (OSError, botocore, redis) are translated at the provider boundary
 with ``raise ... from exc`` so the cause is kept; no message carries a secret.
@@ -23,6 +24,7 @@ with ``raise ... from exc`` so the cause is kept; no message carries a secret.
 from __future__ import annotations
 
 __all__ = [
+    "AG2VersionError",
     "CheckpointConflictError",
     "CheckpointNotFoundError",
     "CheckpointWriteError",
@@ -89,3 +91,7 @@ class ResumeError(PersistencyError):
 
 class CheckpointWriteError(PersistencyError):
     """Checkpoints that could not be stored while the run went on; lists what was lost."""
+
+
+class AG2VersionError(PersistencyError, ImportError):
+    """AG2 Classic is missing or outside the tested version range; the message names the extras to install."""
