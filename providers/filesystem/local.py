@@ -24,7 +24,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from persistency.errors import CheckpointConflictError, CorruptCheckpointError, InvalidIdentifierError
 from persistency.ids import validate_id
@@ -53,6 +54,17 @@ def _legacy_ids(names: Iterable[str]) -> list[str]:
             except InvalidIdentifierError:
                 continue
     return out
+
+
+@dataclass(frozen=True)
+class _View:
+    """A session opened for reading."""
+
+    cps: int
+    legacy: set[str]
+    seg: int | None
+    #: the segment's index brought up to date, and the bytes just read with their offset
+    scanned: tuple[SegmentIndex, int, bytes] | None
 
 
 class SegmentStore:
@@ -207,60 +219,57 @@ class SegmentStore:
         finally:
             os.close(fd)
 
-    def read_records(self, sid: str, ids: Sequence[str], first_line: bool = False) -> dict[str, bytes]:
-        """Each stored record of ``ids`` (or its first line): segment entries in one read, 0.1 files each."""
+    @contextlib.contextmanager
+    def _view(self, sid: str) -> Iterator[_View | None]:
+        """The session for reading: its folder, the 0.1 ids in it, the segment (None if absent)."""
         with self.paths.session(sid, create=False) as fds:
             if fds is None:
-                return {}
-            _, cps = fds
-            out: dict[str, bytes] = {}
+                yield None
+                return
+            cps = fds[1]
             legacy = set(_legacy_ids(os.listdir(cps)))
             fd = self._open_segment(cps, sid)
-            missing = list(ids)
-            if fd is not None:
-                try:
-                    idx, start, buf = self._refresh(sid, fd)
-                    found = [(c, idx.entries[c]) for c in ids if c in idx.entries]
-                    self._once(sid, found, legacy)
-                    out = self._slices(sid, fd, found, start, buf)
-                finally:
+            try:
+                yield _View(cps, legacy, fd, None if fd is None else self._refresh(sid, fd))
+            finally:
+                if fd is not None:
                     os.close(fd)
-                missing = [c for c in ids if c not in out]
-            for cid in missing:
-                if cid not in legacy:
-                    continue
-                data = self._read_legacy(cps, sid, validate_id(cid, "checkpoint_id"))
-                if data is not None:
-                    out[cid] = data
+
+    def read_records(self, sid: str, ids: Sequence[str], first_line: bool = False) -> dict[str, bytes]:
+        """Each stored record of ``ids`` (or its first line): segment entries in one read, 0.1 files each."""
+        out: dict[str, bytes] = {}
+        with self._view(sid) as view:
+            if view is None:
+                return {}
+            if view.seg is not None and view.scanned is not None:
+                idx, start, buf = view.scanned
+                found = [(c, idx.entries[c]) for c in ids if c in idx.entries]
+                self._once(sid, found, view.legacy)
+                out = self._slices(sid, view.seg, found, start, buf)
+            for cid in ids:
+                if cid not in out and cid in view.legacy:
+                    data = self._read_legacy(view.cps, sid, validate_id(cid, "checkpoint_id"))
+                    if data is not None:
+                        out[cid] = data
         if first_line:
             return {c: d.split(b"\n", 1)[0] for c, d in out.items()}
         return out
 
     def read_chain(self, sid: str, cid: str | None) -> list[tuple[str, bytes]]:
         """The record (None: the greatest id) and its bases in the segment, head first, in one read."""
-        with self.paths.session(sid, create=False) as fds:
-            if fds is None:
+        with self._view(sid) as view:
+            if view is None:
                 return []
-            _, cps = fds
-            legacy = set(_legacy_ids(os.listdir(cps)))
-            fd = self._open_segment(cps, sid)
-            if fd is None:
-                idx = None
-            else:
-                try:
-                    idx, start, buf = self._refresh(sid, fd)
-                    head = cid if cid is not None else self._latest(legacy, idx)
-                    if head is not None and head in idx.entries:
-                        chain = self._chain(idx, head)
-                        self._once(sid, chain, legacy)
-                        got = self._slices(sid, fd, chain, start, buf)
-                        return [(c, got[c]) for c, _ in chain]
-                finally:
-                    os.close(fd)
-            head = cid if cid is not None else self._latest(legacy, idx)
-            if head is None or head not in legacy:
+            idx = None if view.scanned is None else view.scanned[0]
+            head = cid if cid is not None else self._latest(view.legacy, idx)
+            if idx is not None and view.seg is not None and view.scanned is not None and head in idx.entries:
+                chain = self._chain(idx, head)
+                self._once(sid, chain, view.legacy)
+                got = self._slices(sid, view.seg, chain, view.scanned[1], view.scanned[2])
+                return [(c, got[c]) for c, _ in chain]
+            if head is None or head not in view.legacy:
                 return []
-            data = self._read_legacy(cps, sid, head)
+            data = self._read_legacy(view.cps, sid, head)
             return [] if data is None else [(head, data)]
 
     def _once(self, sid: str, entries: list[tuple[str, Entry]], legacy: set[str]) -> None:
@@ -292,17 +301,12 @@ class SegmentStore:
 
     def list_ids(self, sid: str) -> list[str]:
         """Every id of the session: the segment's and 0.1's files'."""
-        with self.paths.session(sid, create=False) as fds:
-            if fds is None:
+        with self._view(sid) as view:
+            if view is None:
                 return []
-            _, cps = fds
-            ids = set(_legacy_ids(os.listdir(cps)))
-            fd = self._open_segment(cps, sid)
-            if fd is not None:
-                try:
-                    ids.update(self._refresh(sid, fd)[0].entries)
-                finally:
-                    os.close(fd)
+            ids = set(view.legacy)
+            if view.scanned is not None:
+                ids.update(view.scanned[0].entries)
         return sorted(ids)
 
     def list_session_ids(self) -> list[str]:
