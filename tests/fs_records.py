@@ -8,12 +8,16 @@ segment (the end line kept) through a new file, so a provider's cached index can
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from persistency.providers.filesystem.segment import SEGMENT, SegmentIndex, scan
 
-__all__ = ["RecordInSegment", "record_file", "segment_path"]
+__all__ = ["RecordInSegment", "record_file", "run_racers", "segment_path"]
 
 
 def segment_path(root: Path, session: str) -> Path:
@@ -68,3 +72,17 @@ class RecordInSegment:
 def record_file(root: Path, session: str, checkpoint_id: str) -> RecordInSegment:
     """The record of ``checkpoint_id`` in the session's segment under ``root``."""
     return RecordInSegment(root, session, checkpoint_id)
+
+
+def run_racers(target: Callable[..., None], root: Path, n: int, delay: float = 1.5) -> list[Any]:
+    """Start ``n`` spawned processes running ``target(root, i, start, queue)`` released together at
+    ``start`` (``delay`` seconds from now); return what each put on the queue."""
+    ctx = mp.get_context("spawn")
+    q: Any = ctx.Queue()
+    start = time.time() + delay
+    procs = [ctx.Process(target=target, args=(str(root), i, start, q)) for i in range(n)]
+    for pr in procs:
+        pr.start()
+    for pr in procs:
+        pr.join(60)
+    return [q.get(timeout=5) for _ in procs]

@@ -24,7 +24,7 @@ from persistency import (
 )
 from persistency.ids import checkpoint_id_for
 from persistency.testing import make_chain, make_checkpoint
-from tests.fs_records import RecordInSegment, record_file
+from tests.fs_records import RecordInSegment, record_file, run_racers
 from tests.records import reframed
 
 
@@ -136,15 +136,7 @@ def _race_worker(root: str, i: int, start: float, q: mp.Queue) -> None:  # type:
 
 
 def test_processes_racing_for_one_id_exactly_one_wins(tmp_path: Path) -> None:
-    ctx = mp.get_context("spawn")
-    q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    start = time.time() + 1.5
-    procs = [ctx.Process(target=_race_worker, args=(str(tmp_path), i, start, q)) for i in range(6)]
-    for pr in procs:
-        pr.start()
-    for pr in procs:
-        pr.join(30)
-    results = [q.get(timeout=5) for _ in procs]
+    results = run_racers(_race_worker, tmp_path, 6)
     winners = [i for r, i in results if r == "won"]
     assert len(winners) == 1, results
     got = FilesystemStorageProvider(tmp_path).get_checkpoint("race", checkpoint_id_for(1, 1))

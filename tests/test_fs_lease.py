@@ -12,6 +12,7 @@ from persistency.providers.filesystem import FilesystemStorageProvider
 
 from persistency import ProviderConfigError
 from persistency.testing import make_chain
+from tests.fs_records import run_racers
 
 
 @pytest.fixture(params=["file", "memory"])
@@ -85,15 +86,7 @@ def _racer(root: str, i: int, start: float, q: mp.Queue) -> None:  # type: ignor
 def test_eight_processes_racing_for_a_lease_exactly_one_wins(tmp_path: Path) -> None:
     make_chain(FilesystemStorageProvider(tmp_path), "race", 1)
     FilesystemStorageProvider(tmp_path).delete_session("race")
-    ctx = mp.get_context("spawn")
-    q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    start = time.time() + 2.0
-    procs = [ctx.Process(target=_racer, args=(str(tmp_path), i, start, q)) for i in range(8)]
-    for pr in procs:
-        pr.start()
-    for pr in procs:
-        pr.join(60)
-    results = [q.get(timeout=5) for _ in procs]
+    results = run_racers(_racer, tmp_path, 8, delay=2.0)
     assert sum(won for _, won, _ in results) == 1, results
     assert {gen for _, _, gen in results} == {1}
 

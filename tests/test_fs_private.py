@@ -7,7 +7,6 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from persistency import CorruptCheckpointError, ProviderConfigError, StorageUnav
 from persistency.storage.framing import frame, split
 from persistency.testing import make_chain, make_checkpoint
 from tests.fs_records import record_file
+from tests.test_filesystem_provider import _WRITER
 
 
 @pytest.fixture
@@ -171,23 +171,6 @@ def test_temporary_files_of_dead_01_writers_are_removed_at_the_next_write(tmp_pa
     assert not old.exists() and fresh.exists()  # a live 0.1 writer's file is left to it
 
 
-_WRITER = textwrap.dedent(
-    """
-    import sys
-    from persistency.testing import make_checkpoint
-    from persistency.providers.filesystem import FilesystemStorageProvider
-    p = FilesystemStorageProvider(sys.argv[1])
-    msgs, parent = [], None
-    for step in range(1, 100000):
-        msgs.append({"content": "secret " * 30_000, "role": "assistant", "name": "bob"})
-        cp = make_checkpoint("kill", step, parent_id=parent, messages=list(msgs))
-        p.save_checkpoint(cp)
-        parent = cp.checkpoint_id
-        print(step, flush=True)
-    """
-)
-
-
 def test_a_writer_killed_mid_save_leaves_nothing_others_can_read(tmp_path: Path) -> None:
     os.umask(old := os.umask(0o002))  # a permissive umask, as on a shared machine
     try:
@@ -203,8 +186,8 @@ def test_a_writer_killed_mid_save_leaves_nothing_others_can_read(tmp_path: Path)
             for path, mode in _modes(root).items():
                 assert mode & 0o077 == 0, (path, oct(mode))
             names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-            assert names == ["kill", "kill/checkpoints", "kill/checkpoints/records.jsonl"]  # no temporary file
-            latest = FilesystemStorageProvider(root).get_latest_checkpoint("kill")
+            assert names == ["torn", "torn/checkpoints", "torn/checkpoints/records.jsonl"]  # no temporary file
+            latest = FilesystemStorageProvider(root).get_latest_checkpoint("torn")
             assert latest is not None and len(latest.messages) == latest.step
     finally:
         os.umask(old)
