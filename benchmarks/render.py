@@ -19,7 +19,12 @@ def main(argv: list[str] | None = None) -> int:
 
     result = json.loads(args.result.read_text())
     result["targets"] = check_targets(result["rows"], result["steps"], result.get("interleaved"))
-    Console(width=args.width).print(render(result))
+    console = Console(width=args.width)
+    console.print(render(result))
+    if result.get("ratios_measured") is not None:
+        from benchmarks.ratios import collect, render_ratios
+
+        console.print(render_ratios(collect(result, result["ratios_measured"])))
     return 0
 
 

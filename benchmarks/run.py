@@ -79,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--slow-step-ms", type=float, default=5.0,
                    help="also run sync and async on the filesystem and S3 with replies that take this long, "
                         "as a model's would (0 skips; default 5)")
+    p.add_argument("--ratios", type=int, default=1, help="measure the #15 ratios (save/append, load/snapshot, "
+                   "copy scaling) side by side: 1 (default) or 0")
+    p.add_argument("--copy-steps", type=int, default=500,
+                   help="copy scaling: sessions of N and 2N steps are copied (default 500; 0 skips)")
     p.add_argument("--no-interleaved", action="store_true",
                    help="skip the interleaved first/last-100 save check per provider")
     p.add_argument("--workdir", type=Path, default=None, help="where local stores go (default: a temp folder)")
@@ -230,6 +234,26 @@ def main(argv: list[str] | None = None) -> int:
                     traceback.print_exc(file=sys.stderr)
                     result["list_sessions"][name] = {"error": f"{type(exc).__name__}: {exc}"[:160]}
 
+        # 6. the #15 ratios measured side by side (in turns) on the filesystem
+        measured: dict[str, Any] = {}
+        if args.ratios and "filesystem" in args.providers:
+            from benchmarks import ratios
+
+            jobs = [("save_vs_append", lambda: ratios.save_vs_append(workdir)),
+                    ("load_vs_snapshot", lambda: ratios.load_vs_snapshot(workdir, steps))]
+            if driver == "ag2":
+                jobs.append(("resume_vs_ag2", lambda: ratios.resume_vs_ag2(workdir, steps)))
+            if args.copy_steps > 0:
+                jobs.append(("copy_scaling", lambda: ratios.copy_scaling(workdir, args.copy_steps)))
+            for key, job in jobs:
+                print(f"  ratio {key} ...", file=sys.stderr, flush=True)
+                try:
+                    measured[key] = job()
+                except Exception as exc:
+                    traceback.print_exc(file=sys.stderr)
+                    measured[key] = {"error": f"{type(exc).__name__}: {exc}"[:160]}
+        result["ratios_measured"] = measured
+
     result["machine_end"] = machine()
     result["targets"] = check_targets(rows, steps, result["interleaved"])
     result["finished"] = datetime.now(timezone.utc).isoformat()
@@ -239,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(width=max(250, _term_width()))
     console.print(render(result))
+    if result.get("ratios_measured") is not None:
+        from benchmarks.ratios import collect, render_ratios
+
+        result["ratios"] = collect(result, result["ratios_measured"])
+        out.write_text(json.dumps(result, indent=1, default=str))
+        console.print(render_ratios(result["ratios"]))
     console.print(f"raw numbers: {out}")
     return 0
 

@@ -38,7 +38,7 @@ class Cell:
 
 def _cells(backend: str, url: str, request: pytest.FixtureRequest) -> list[Cell]:
     if backend == "file":
-        return [Cell(str(f), f.read_bytes, f.write_bytes) for f in sorted(Path(url).rglob("*.json"))]
+        return [Cell(str(f), f.read_bytes, f.write_bytes) for f in sorted(Path(url).rglob("*.json*"))]  # + segments
     if backend == "memory":
         from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 

@@ -17,6 +17,7 @@ from persistency.cli import app
 from persistency.provider import PersistencyStorageProvider
 from persistency.redaction import REDACTED
 from persistency.testing import make_chain, make_checkpoint
+from tests.fs_records import RecordInSegment, record_file
 
 SECRET = "sk-test-SECRET-1234567890"
 
@@ -199,8 +200,8 @@ def test_export_prints_the_materialized_checkpoint(
 
 
 # -- verify ---------------------------------------------------------------------------------------
-def _record(store: str, session: str, checkpoint_id: str) -> Path:
-    return Path(store) / session / "checkpoints" / f"{checkpoint_id}.json"
+def _record(store: str, session: str, checkpoint_id: str) -> RecordInSegment:
+    return record_file(Path(store), session, checkpoint_id)
 
 
 def test_verify_clean_store_exits_zero(store: str, provider: PersistencyStorageProvider) -> None:

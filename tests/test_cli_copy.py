@@ -11,6 +11,7 @@ import pytest
 from persistency import provider_from_url
 from persistency.provider import PersistencyStorageProvider
 from persistency.testing import make_chain
+from tests.fs_records import record_file
 from tests.test_cli import assert_one_line_error, populate, run
 
 
@@ -54,7 +55,7 @@ def test_destination_stores_deltas_against_copied_parents(tmp_path: Path) -> Non
     chain = make_chain(src, "long", 40)
     assert run("copy", src_url, dst_url).exit_code == 0
     last = chain[-1].checkpoint_id
-    record = (tmp_path / "dst" / "long" / "checkpoints" / f"{last}.json").read_bytes()
+    record = record_file(tmp_path / "dst", "long", last).read_bytes()
     doc = json.loads(record)
     payload = doc["payload"]
     assert "base" not in payload  # the base is the parent
@@ -86,7 +87,7 @@ def test_copy_of_an_unknown_session_is_a_one_line_error(tmp_path: Path) -> None:
 def test_copy_reports_checkpoints_it_cannot_read(tmp_path: Path) -> None:
     src_url, dst_url = str(tmp_path / "src"), str(tmp_path / "dst")
     chain = make_chain(provider_from_url(src_url), "s", 4)
-    (tmp_path / "src" / "s" / "checkpoints" / f"{chain[1].checkpoint_id}.json").write_bytes(b"{not json")
+    record_file(tmp_path / "src", "s", chain[1].checkpoint_id).write_bytes(b"{not json")
     r = run("copy", src_url, dst_url, "--json")
     assert r.exit_code == 1
     [result] = r.json()["sessions"]

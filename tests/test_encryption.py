@@ -17,11 +17,12 @@ from persistency import (
 from persistency.encryption import PayloadCipher, generate_key
 from persistency.storage.framing import frame, split
 from persistency.testing import ProviderConformance, make_chain, make_checkpoint
+from tests.fs_records import record_file
 from tests.records import reframed
 
 
 def _stored(root: Path) -> bytes:
-    return b"".join(f.read_bytes() for f in sorted(root.rglob("*.json")))
+    return b"".join(f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file())
 
 
 def test_payloads_are_sealed_and_listing_stays_readable(tmp_path: Path) -> None:
@@ -51,8 +52,7 @@ def test_a_payload_moved_to_another_record_does_not_open(tmp_path: Path) -> None
     key = generate_key()
     p = provider_from_url(str(tmp_path), encryption_key=key)
     chain = make_chain(p, "enc", 2)
-    d = tmp_path / "enc" / "checkpoints"
-    first, second = (d / f"{c.checkpoint_id}.json" for c in chain)
+    first, second = (record_file(tmp_path, "enc", c.checkpoint_id) for c in chain)
     info, _ = split(second.read_bytes(), "x")
     _, payload = split(first.read_bytes(), "x")
     line1 = second.read_bytes().split(b"\n", 1)[0]
@@ -69,7 +69,7 @@ def test_a_payload_moved_to_another_record_does_not_open(tmp_path: Path) -> None
 def test_an_edited_info_line_does_not_open(tmp_path: Path) -> None:
     key = generate_key()
     chain = make_chain(provider_from_url(str(tmp_path), encryption_key=key), "enc", 2)
-    path = tmp_path / "enc" / "checkpoints" / f"{chain[0].checkpoint_id}.json"
+    path = record_file(tmp_path, "enc", chain[0].checkpoint_id)
     data = path.read_bytes()
     path.write_bytes(reframed(data, lambda info: info.replace(b'"problem":"2+2"', b'"problem":"2+3"')))
     assert path.read_bytes() != data

@@ -16,6 +16,7 @@ from autogen import Agent
 
 from persistency import Persistency, provider_from_url
 from persistency.feature._run import Run
+from tests.fs_records import record_file
 from tests.helpers_ag2 import build_chat
 
 N = 600
@@ -36,8 +37,7 @@ def long_chat(provider: Any) -> Any:
 def test_record_size_does_not_grow_with_the_transcript(tmp_path: Path) -> None:
     chat = long_chat(provider_from_url(str(tmp_path / "store")))
     chat.user.initiate_chat(chat.manager, message="go", silent=True)
-    folder = tmp_path / "store" / "flat" / "checkpoints"
-    sizes = {n: (folder / f"000001-{n:07d}.json").stat().st_size for n in (10, 300, N)}
+    sizes = {n: record_file(tmp_path / "store", "flat", f"000001-{n:07d}").stat().st_size for n in (10, 300, N)}
     assert max(sizes.values()) - min(sizes.values()) < 200, sizes  # only the counters' digits differ
 
 

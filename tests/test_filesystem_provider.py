@@ -24,21 +24,27 @@ from persistency import (
 )
 from persistency.ids import checkpoint_id_for
 from persistency.testing import make_chain, make_checkpoint
+from tests.fs_records import RecordInSegment, record_file, run_racers
 from tests.records import reframed
 
 
-def _record(root: Path, session: str, step: int) -> Path:
-    return root / session / "checkpoints" / f"{checkpoint_id_for(1, step)}.json"
+def _record(root: Path, session: str, step: int) -> RecordInSegment:
+    return record_file(root, session, checkpoint_id_for(1, step))
 
 
-def test_layout_is_browsable_json(tmp_path: Path) -> None:
+def test_layout_is_one_browsable_json_segment_per_session(tmp_path: Path) -> None:
     p = FilesystemStorageProvider(tmp_path)
     make_chain(p, "conv-42", 3)
     files = sorted((tmp_path / "conv-42" / "checkpoints").iterdir())
-    assert [f.name for f in files] == [f"{checkpoint_id_for(1, s)}.json" for s in (1, 2, 3)]
-    doc = json.loads(files[-1].read_text("utf-8"))
-    assert doc["info"]["checkpoint_id"] == checkpoint_id_for(1, 3)
-    assert doc["payload"]["messages"][0]["content"].startswith("message 2")  # only the new message
+    assert [f.name for f in files] == ["records.jsonl"]  # no file, inode or folder entry per step
+    lines = files[0].read_text("utf-8").splitlines()
+    assert len(lines) == 9  # per record: two JSON lines (one object), then its end line
+    docs = [json.loads(lines[i] + lines[i + 1]) for i in range(0, 9, 3)]
+    ends = [json.loads(lines[i + 2]) for i in range(0, 9, 3)]
+    assert [d["info"]["checkpoint_id"] for d in docs] == [e["end"] for e in ends] == [
+        checkpoint_id_for(1, s) for s in (1, 2, 3)]
+    assert all(set(e) == {"end"} for e in ends)  # fully determined by its record
+    assert docs[-1]["payload"]["messages"][0]["content"].startswith("message 2")  # only the new message
 
 
 def test_listing_reads_no_payload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,15 +136,7 @@ def _race_worker(root: str, i: int, start: float, q: mp.Queue) -> None:  # type:
 
 
 def test_processes_racing_for_one_id_exactly_one_wins(tmp_path: Path) -> None:
-    ctx = mp.get_context("spawn")
-    q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    start = time.time() + 1.5
-    procs = [ctx.Process(target=_race_worker, args=(str(tmp_path), i, start, q)) for i in range(6)]
-    for pr in procs:
-        pr.start()
-    for pr in procs:
-        pr.join(30)
-    results = [q.get(timeout=5) for _ in procs]
+    results = run_racers(_race_worker, tmp_path, 6)
     winners = [i for r, i in results if r == "won"]
     assert len(winners) == 1, results
     got = FilesystemStorageProvider(tmp_path).get_checkpoint("race", checkpoint_id_for(1, 1))

@@ -83,6 +83,35 @@ class RunWriter:
         if self.on_stored is not None:
             notify(self.on_stored, cp.info())
 
+    def _save_many_plan(self, batch: list[Checkpoint]) -> Plan[None]:
+        """Store ``batch`` in order with one provider call (one write and one sync on the filesystem)
+        where the provider has ``save_checkpoints`` and a failure stops the chat anyway; else one by one."""
+        batched = hasattr(self.provider, "save_checkpoints") and hasattr(self.provider, "asave_checkpoints")
+        if len(batch) == 1 or self.on_error != "raise" or not batched:
+            for cp in batch:
+                yield from self._save_plan(cp)
+            return
+        before = self.last_stored
+        for cp in batch:
+            self._link(cp)
+            self.last_stored = cp.checkpoint_id
+        last = batch[-1]
+        try:
+            with span("save", session=last.session_id, checkpoint=last.checkpoint_id, step=last.step, kind=last.kind):
+                yield io(self.provider, "save_checkpoints", batch)
+        except PersistencyError as exc:
+            self.last_stored = before
+            self._failed(batch[0], exc)  # on_error="raise": raises
+            return
+        self.saved += len(batch)
+        if self.on_stored is not None:
+            for cp in batch:
+                notify(self.on_stored, cp.info())
+
+    def save_many(self, batch: list[Checkpoint]) -> None:
+        """Store a batch now (what the background writer found queued at one wake-up)."""
+        run_sync(self._save_many_plan(batch))
+
     def save(self, cp: Checkpoint) -> None:
         """Store ``cp`` now; raise or record the failure according to ``on_error``."""
         run_sync(self._save_plan(cp))
@@ -100,7 +129,7 @@ class BackgroundWriter:
         self.max_pending = max(1, max_pending)
         self._queue: deque[Checkpoint] = deque()
         self._cond = threading.Condition()
-        self._busy = False
+        self._busy = 0  # checkpoints taken off the queue and being written
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._drain, name="persistency-writer", daemon=True)
@@ -113,16 +142,17 @@ class BackgroundWriter:
                     self._cond.wait()
                 if not self._queue:
                     return
-                cp = self._queue.popleft()
-                self._busy = True
+                batch = list(self._queue)  # everything queued at this wake-up: one batch, one sync
+                self._queue.clear()
+                self._busy = len(batch)
             try:
                 if self._error is None:
-                    self.writer.save(cp)
+                    self.writer.save_many(batch)
             except BaseException as exc:
                 self._error = exc
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._busy = 0
                     self._cond.notify_all()
 
     def _raise_error(self) -> None:
@@ -133,7 +163,7 @@ class BackgroundWriter:
     def pending(self) -> int:
         """Checkpoints queued or being written."""
         with self._cond:
-            return len(self._queue) + (1 if self._busy else 0)
+            return len(self._queue) + self._busy
 
     def submit(self, cp: Checkpoint, *, block: bool = True) -> None:
         """Queue ``cp``; with ``block`` wait while the queue is full. Raises an earlier write's error."""

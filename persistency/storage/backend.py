@@ -89,6 +89,15 @@ class StorageBackend(ContractPlans, PersistencyStorageProvider):
         """Store ``record.data`` under (session, checkpoint) create-only and atomically: a reader sees
         all of it or nothing; `CheckpointConflictError` if the id is taken (of racers, one wins)."""
 
+    def write_records(self, records: Sequence[NewRecord]) -> None:
+        """Store a batch of new records (parents before children), each create-only.
+
+        The default writes them one by one (a failure leaves the ones before it stored); a backend
+        that can makes the batch one write and one sync (the filesystem: all or nothing).
+        """
+        for record in records:
+            self.write_record(record)
+
     def read_record(self, session_id: str, checkpoint_id: str) -> bytes | None:
         """One record's bytes, or None if it does not exist (default: `read_records` of one id)."""
         return self.read_records(session_id, [checkpoint_id]).get(checkpoint_id)
@@ -162,6 +171,10 @@ class StorageBackend(ContractPlans, PersistencyStorageProvider):
         """Async `write_record`."""
         await asyncio.to_thread(self.write_record, record)
 
+    async def awrite_records(self, records: Sequence[NewRecord]) -> None:
+        """Async `write_records`."""
+        await asyncio.to_thread(self.write_records, records)
+
     async def aread_records(self, session_id: str, checkpoint_ids: Sequence[str]) -> dict[str, bytes]:
         """Async `read_records`."""
         return await asyncio.to_thread(self.read_records, session_id, checkpoint_ids)
@@ -208,6 +221,10 @@ class StorageBackend(ContractPlans, PersistencyStorageProvider):
         """Store ``checkpoint`` create-only, keeping only what is new since its parent."""
         self._run(self._save_plan(checkpoint))
 
+    def save_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Store a batch (parents before children) with `write_records`: one sync where the backend can."""
+        self._run(self._save_many_plan(checkpoints))
+
     def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
         """Load one checkpoint, its transcript rebuilt from its bases."""
         cp = self._run(self._load_plan(session_id, checkpoint_id))
@@ -239,6 +256,10 @@ class StorageBackend(ContractPlans, PersistencyStorageProvider):
     async def asave_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Async `save_checkpoint`."""
         await self._arun(self._save_plan(checkpoint))
+
+    async def asave_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Async `save_checkpoints`."""
+        await self._arun(self._save_many_plan(checkpoints))
 
     async def aget_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
         """Async `get_checkpoint`."""

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from persistency.storage.records import NewRecord
 
-__all__ = ["Delete", "ListIds", "ListSessions", "Op", "Plan", "Read", "ReadChain", "ReadInfos", "StaleParent", "Write"]
+__all__ = ["Delete", "ListIds", "ListSessions", "Op", "Plan", "Read", "ReadChain", "ReadInfos", "StaleParent", "Write",
+           "WriteMany"]
 
 T = TypeVar("T")
 
@@ -23,6 +24,13 @@ class Write:
     """``write_record(record)``: store a new record create-only. Reply: None."""
 
     record: NewRecord
+
+
+@dataclass(frozen=True)
+class WriteMany:
+    """``write_records(records)``: store new records create-only, as one batch. Reply: None."""
+
+    records: tuple[NewRecord, ...]
 
 
 @dataclass(frozen=True)
@@ -73,12 +81,13 @@ class StaleParent(Exception):
     (the session was deleted and re-created by another writer): the base re-reads it and encodes again."""
 
 
-Op = Write | Read | ReadChain | ReadInfos | ListIds | ListSessions | Delete
+Op = Write | WriteMany | Read | ReadChain | ReadInfos | ListIds | ListSessions | Delete
 Plan = Generator[Op, Any, T]
 
 #: op type -> (primitive name, how to turn the op into its arguments)
 PRIMITIVES: dict[type[Any], tuple[str, Any]] = {
     Write: ("write_record", lambda o: (o.record,)),
+    WriteMany: ("write_records", lambda o: (list(o.records),)),
     Read: ("read_records", lambda o: (o.session_id, list(o.ids))),
     ReadChain: ("read_chain", lambda o: (o.session_id, o.checkpoint_id)),
     ReadInfos: ("read_info_lines", lambda o: (o.session_id, list(o.ids))),

@@ -7,8 +7,7 @@ checks that every record read belongs where it was found. Records are decoded on
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from persistency.errors import (
@@ -23,7 +22,18 @@ from persistency.storage.assemble import info_from_raw, lineage_of, materialize
 from persistency.storage.cache import LRUCache
 from persistency.storage.decode import decode_info_line, decode_record
 from persistency.storage.encode import SEALED_ERROR, encode
-from persistency.storage.ops import Delete, ListIds, ListSessions, Plan, Read, ReadChain, ReadInfos, StaleParent, Write
+from persistency.storage.ops import (
+    Delete,
+    ListIds,
+    ListSessions,
+    Plan,
+    Read,
+    ReadChain,
+    ReadInfos,
+    StaleParent,
+    Write,
+    WriteMany,
+)
 from persistency.storage.options import check_limit
 from persistency.storage.records import Lineage, Record
 
@@ -60,7 +70,7 @@ class ContractPlans:
         rec = decode_record(data, where, self._cipher)
         _check_identity(rec.info, sid, cid, where)
         if any("full" in d for d in rec.deltas.values()):  # keyframes are what later lookups need
-            self._stripped.put((sid, cid), dataclasses.replace(rec, messages=[], stripped=True))
+            self._stripped.put((sid, cid), Record(rec.where, rec.info, rec.base, rec.base_step, [], rec.deltas, True))
         return rec
 
     def _decode_all(self, sid: str, rows: dict[str, bytes] | list[tuple[str, bytes]]) -> dict[str, Record]:
@@ -169,6 +179,38 @@ class ContractPlans:
             f"checkpoint {cid!r}: its parent {pid!r} in session {sid!r} kept changing while saving "
             "(the session is being deleted and re-created concurrently)"
         )
+
+    def _save_many_plan(self, checkpoints: Sequence[Checkpoint]) -> Plan[None]:
+        """Store ``checkpoints`` (parents before children) create-only as one batch (one sync where the
+        backend can): each encoded against its parent, from the batch itself when it is there."""
+        for attempt in range(3):
+            pending: dict[tuple[str, str], Lineage] = {}
+            records = []
+            for checkpoint in checkpoints:
+                sid = validate_id(checkpoint.session_id, "session_id")
+                cid = validate_id(checkpoint.checkpoint_id, "checkpoint_id")
+                parent = None
+                if checkpoint.parent_id is not None:
+                    pid = validate_id(checkpoint.parent_id, "parent_id")
+                    parent = pending.get((sid, pid))
+                    if parent is None:
+                        parent = yield from self._lineage_plan(sid, pid, cid, cached=attempt == 0)
+                record = encode(checkpoint, parent, self._cipher)
+                pending[(sid, cid)] = record.lineage
+                records.append(record)
+            if not records:
+                return
+            try:
+                yield WriteMany(tuple(records))
+            except StaleParent:  # the first record's parent was re-created under us (nothing stored yet)
+                for sid in {r.session_id for r in records}:
+                    self._lineages.drop_session(sid)
+                    self._stripped.drop_session(sid)
+                continue
+            for key, lineage in pending.items():
+                self._lineages.put(key, lineage)
+            return
+        raise CheckpointConflictError("a batch's parents kept changing while saving (sessions re-created concurrently)")
 
     def _list_plan(self, session_id: str, run_id: str | None, limit: object,
                    before: str | None) -> Plan[list[CheckpointInfo]]:

@@ -1,7 +1,6 @@
 """Byte I/O on an fsspec filesystem, one class per kind of store, each taking the fastest safe path.
 
-- `LocalFiles`: a local disk. Create-only and atomic across processes: temporary file, fsync,
-  hard link (``link`` fails if the name exists), directory fsync.
+- a local disk is not here: it keeps a segment per session (`local.SegmentStore`).
 - `MemoryFiles`: fsspec's ``memory://`` store, used as the dict it is (its ``info``/``ls`` scan
   every key); one process only, by nature.
 - `Files`: any other fsspec protocol, create-only within one process only (fsspec exposes no
@@ -11,17 +10,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
-import uuid
 from typing import Any
 
 from fsspec.implementations.memory import MemoryFile
 
-__all__ = ["SUFFIX", "TMP_PREFIX", "Files", "LocalFiles", "MemoryFiles"]
+__all__ = ["SUFFIX", "Files", "MemoryFiles"]
 
 SUFFIX = ".json"
-TMP_PREFIX = ".tmp-"
 
 
 class Files:
@@ -58,59 +54,6 @@ class Files:
             self.fs.rm(directory, recursive=True)
         except FileNotFoundError:
             pass
-
-
-class LocalFiles(Files):
-    """A local disk: create-only and atomic across processes (temporary file, fsync, hard link)."""
-
-    def __init__(self, fs: Any, fsync: bool) -> None:
-        super().__init__(fs)
-        self.fsync = fsync
-
-    def create(self, path: str, data: bytes) -> None:
-        directory = os.path.dirname(path)
-        tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileNotFoundError:
-            os.makedirs(directory, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.link(tmp, path)  # atomic, and fails if the name exists: create-only
-            if self.fsync:
-                dfd = os.open(directory, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-
-    def read(self, path: str) -> bytes:
-        fd = os.open(path, os.O_RDONLY)  # no buffered file object: a load opens a thousand of these
-        try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
-
-    def read_line(self, path: str) -> bytes:
-        with open(path, "rb") as f:
-            return f.readline()
-
-    def names(self, directory: str) -> list[str]:
-        try:
-            return os.listdir(directory)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
 
 
 _MEMORY_LOCK = threading.Lock()  # fsspec's memory store is one dict per process
