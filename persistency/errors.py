@@ -15,6 +15,8 @@ The tree::
       + EncryptionError                -- a payload that cannot be decrypted with the key given
       + ResumeError                    -- a resume policy that cannot be applied to this session
       + CheckpointWriteError           -- checkpoints were lost while a run went on (on_error="continue")
+      + SessionBusyError               -- another worker holds a live lease on the session's run
+      + SessionDeletedError            -- the session was deleted (its generation advanced) under a live chat
 
 Errors from the layer below (OSError, botocore, redis) are translated at the provider boundary
 with ``raise ... from exc`` so the cause is kept; no message carries a secret.
@@ -34,6 +36,8 @@ __all__ = [
     "ProviderConfigError",
     "ResumeError",
     "SerializationError",
+    "SessionBusyError",
+    "SessionDeletedError",
     "StorageUnavailableError",
     "UnsupportedSchemaError",
 ]
@@ -89,3 +93,20 @@ class ResumeError(PersistencyError):
 
 class CheckpointWriteError(PersistencyError):
     """Checkpoints that could not be stored while the run went on; lists what was lost."""
+
+
+class SessionBusyError(PersistencyError):
+    """Another worker holds a live lease on the session: nothing was touched; retry after `expires_at`."""
+
+    def __init__(self, session_id: str, expires_at: float, message: str | None = None) -> None:
+        from datetime import datetime, timezone
+
+        when = datetime.fromtimestamp(expires_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        super().__init__(message or f"session {session_id!r} is busy: another worker owns its run "
+                                    f"until {when} (unless renewed); nothing was written")
+        self.session_id = session_id
+        self.expires_at = expires_at
+
+
+class SessionDeletedError(PersistencyError):
+    """The session was deleted (its generation advanced) under a live chat; the save was refused."""
