@@ -1084,6 +1084,7 @@ class RedisStorageProvider(PersistencyStorageProvider):
         what = f"deleting session {sid!r}"
         yield _CONNECT
         yield _Script("delete", self._session_keys(keys), (sid,), what)
+        yield _Call(("INCR", f"{self.key_prefix}:{{{sid}}}:gen"), what)  # p12: the generation (_redis_lease)
         self._lineages.drop_session(sid)
         if self._cluster:
             yield _Call(("ZREM", self._index_key, sid), what)
@@ -1152,3 +1153,35 @@ class RedisStorageProvider(PersistencyStorageProvider):
     async def adelete_session(self, session_id: str) -> None:
         """Async `delete_session` on redis.asyncio."""
         await self._arun(self._delete_plan(session_id))
+
+    # -- leases and generations (p12, providers/_redis_lease.py) ------------------------------------------
+    def _leases(self) -> Any:
+        from ._redis_lease import RedisLeases
+
+        return RedisLeases(self._client(), self.key_prefix)
+
+    def session_generation(self, session_id: str) -> int:
+        """The number each delete advances (0 for a session never deleted)."""
+        sid = validate_id(session_id, "session_id")
+        with self._translate("reading the session generation"):
+            return int(self._leases().session_generation(sid))
+
+    def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Any:
+        """Take the session's lease (``SET NX PX``) unless a live one exists (then None)."""
+        with self._translate(f"taking the lease of session {session_id!r}"):
+            return self._leases().acquire(session_id, owner, ttl)
+
+    def current_lease(self, session_id: str) -> Any:
+        """The session's live lease as stored, or None."""
+        with self._translate(f"reading the lease of session {session_id!r}"):
+            return self._leases().current(session_id)
+
+    def renew_lease(self, lease: Any, ttl: float) -> Any:
+        """Extend a held lease; None if it was taken."""
+        with self._translate("renewing a lease"):
+            return self._leases().renew(lease, ttl)
+
+    def release_lease(self, lease: Any) -> None:
+        """Give a held lease up (a taken one is left alone)."""
+        with self._translate("releasing a lease"):
+            self._leases().release(lease)

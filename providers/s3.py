@@ -786,6 +786,7 @@ class S3StorageProvider(RecordStorageProvider):
         failed = self._run(f"deleting session {session_id!r}", self._adelete_keys, keys) if keys else []
         self._recent.drop_session(session_id)
         self._packs.drop(root)
+        self._leases().advance_generation(session_id)  # p12: generations (providers/_s3_lease.py)
         if failed:
             raise StorageUnavailableError(
                 f"S3 {self._display}: deleting session {session_id!r}: {len(failed)} objects not deleted "
@@ -913,6 +914,35 @@ class S3StorageProvider(RecordStorageProvider):
             failed = self._run(f"merging packs of session {session_id!r}", self._adelete_keys, sorted(doomed))
             if failed:
                 logger.warning("S3 %s: %d merged packs not deleted: %s", self._display, len(failed), failed[:3])
+
+    # -- leases and generations (p12, providers/_s3_lease.py) ------------------------------------------------
+    def _leases(self) -> Any:
+        from ._s3_lease import S3Leases
+
+        async def call(operation: str, **params: Any) -> Any:
+            return await self._fs._call_s3(operation, **params)
+
+        return S3Leases(call, self._run, self._bucket, self._root)
+
+    def session_generation(self, session_id: str) -> int:
+        """The number each delete advances (0 for a session never deleted)."""
+        return int(self._leases().session_generation(session_id))
+
+    def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Any:
+        """Take the session's lease (a conditional PUT) unless a live one exists (then None)."""
+        return self._leases().acquire(session_id, owner, ttl)
+
+    def current_lease(self, session_id: str) -> Any:
+        """The session's live lease as stored, or None."""
+        return self._leases().current(session_id)
+
+    def renew_lease(self, lease: Any, ttl: float) -> Any:
+        """Extend a held lease (If-Match on its ETag); None if it was taken."""
+        return self._leases().renew(lease, ttl)
+
+    def release_lease(self, lease: Any) -> None:
+        """Give a held lease up (a taken one is left alone)."""
+        self._leases().release(lease)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def close(self) -> None:
