@@ -8,7 +8,7 @@ all started by the tests themselves on free loopback ports (see ``tests/servers`
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,42 @@ def storage_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     if backend == "memory":
         return f"memory://t-{uuid.uuid4().hex}"
     return str(request.getfixturevalue(f"{backend}_url"))
+
+
+def stored_bytes_counter(backend: str, url: str, request: pytest.FixtureRequest) -> Callable[[], int]:
+    """A function counting the bytes stored under ``url`` (files, memory entries, Redis fields, S3 objects)."""
+    if backend == "file":
+        return lambda: sum(f.stat().st_size for f in Path(url).rglob("*") if f.is_file())
+    if backend == "memory":
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        prefix = "/" + url.split("://", 1)[1]
+        store = MemoryFileSystem.store
+        return lambda: sum(len(f.getvalue()) for k, f in list(store.items()) if k.startswith(prefix + "/"))
+    if backend in ("redis", "redis_cluster"):
+        import redis
+        import redis.cluster
+
+        base, prefix = url.split("?")[0], url.split("key_prefix=")[1]
+        client = redis.cluster.RedisCluster.from_url(base) if backend == "redis_cluster" else redis.Redis.from_url(base)
+        request.addfinalizer(client.close)
+
+        def redis_bytes() -> int:
+            total = 0
+            for key in client.scan_iter(match=f"{prefix}:*"):
+                if client.type(key) == b"hash":
+                    total += sum(len(v) for v in client.hgetall(key).values())
+            return total
+
+        return redis_bytes
+    server = request.getfixturevalue("s3_server")
+    prefix = url.split("/", 3)[3].split("?")[0] + "/"
+
+    def s3_bytes() -> int:
+        pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=server.bucket, Prefix=prefix)
+        return sum(o["Size"] for page in pages for o in page.get("Contents", []))
+
+    return s3_bytes
 
 
 @pytest.fixture

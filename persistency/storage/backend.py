@@ -62,6 +62,8 @@ class StorageBackend(ContractPlans, PersistencyStorageProvider):
 
     #: a short name for messages ("filesystem", "redis", "sqlite"): errors name the backend
     backend_name: ClassVar[str] = "storage"
+    #: False for a store that lives in one process (``memory://``): the kit skips its process races
+    shared_across_processes: bool = True
 
     def __init__(self, *, cache_size: int = 512, encryption_key: str | bytes | None = None) -> None:
         validate_options(_BaseOptions, {"cache_size": cache_size}, self.backend_name)

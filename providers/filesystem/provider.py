@@ -123,6 +123,7 @@ class FilesystemStorageProvider(StorageBackend):
             self._files = LocalFiles(fs, opts.fsync)
         elif isinstance(fs, MemoryFileSystem):
             self._files = MemoryFiles(fs)
+            self.shared_across_processes = False
         elif opts.single_writer:
             self._files = Files(fs)
         else:

@@ -1,24 +1,8 @@
-"""The provider contract as tests: every provider, ours or a third party's, runs the same suite.
-
-Use it from a test module with a ``provider`` fixture that yields a fresh, empty provider::
-
-    import pytest
-    from persistency.testing import ProviderConformance
-
-    class TestMyProvider(ProviderConformance):
-        @pytest.fixture
-        def provider(self, tmp_path):
-            with MyProvider(tmp_path) as p:
-                yield p
-
-Requires pytest (and pytest-asyncio for the async twins, in ``asyncio_mode = "auto"``).
-"""
+"""The contract on one provider instance: round trips, create-only, latest, listing, errors, async twins."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -27,112 +11,30 @@ from persistency.errors import (
     CheckpointConflictError,
     CheckpointNotFoundError,
     InvalidIdentifierError,
+    ProviderConfigError,
     SerializationError,
 )
 from persistency.ids import checkpoint_id_for, run_id_for
-from persistency.models import Checkpoint
 from persistency.provider import PersistencyStorageProvider
+from persistency.testing.builders import HOSTILE_IDS, make_chain, make_checkpoint, message
+from persistency.testing.checks import expect_same, run_threads
 
-__all__ = ["HOSTILE_IDS", "ProviderConformance", "make_chain", "make_checkpoint"]
-
-#: Ids every provider must refuse with `InvalidIdentifierError` before touching storage.
-HOSTILE_IDS: tuple[str, ...] = (
-    "",
-    "..",
-    "../escape",
-    "a/../../b",
-    "a/b",
-    "/abs",
-    "a\\b",
-    "nul\x00byte",
-    "ctrl\x01char",
-    "new\nline",
-    "tab\tchar",
-    "x" * 129,
-    ".hidden",
-    "-option",
-    "{tag}",
-    "space id",
-    "a:b",
-    "ünïcode",
-)
-
-_T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+__all__ = ["ContractTests"]
 
 
-def _message(i: int, size: int = 40) -> dict[str, Any]:
-    names = ("alice", "bob", "carol")
-    text = f"message {i} " + "x" * max(0, size - 12)
-    return {"content": text, "role": "user" if i == 0 else "assistant", "name": names[i % 3]}
-
-
-def make_checkpoint(
-    session_id: str,
-    step: int,
-    *,
-    run_seq: int = 1,
-    parent_id: str | None = None,
-    messages: list[dict[str, Any]] | None = None,
-    kind: str = "step",
-    end_reason: str | None = None,
-    end_seq: int = 0,
-    metadata: dict[str, Any] | None = None,
-    manager_state: dict[str, Any] | None = None,
-    agent_states: dict[str, dict[str, Any]] | None = None,
-) -> Checkpoint:
-    """A synthetic checkpoint shaped like the feature's (ids, states and a transcript of ``step``)."""
-    msgs = messages if messages is not None else [_message(i) for i in range(step)]
-    return Checkpoint(
-        checkpoint_id=checkpoint_id_for(run_seq, step, end_seq),
-        session_id=session_id,
-        run_id=run_id_for(run_seq),
-        parent_id=parent_id,
-        step=step,
-        kind=kind,  # type: ignore[arg-type]
-        end_reason=end_reason,  # type: ignore[arg-type]
-        created_at=_T0 + timedelta(seconds=step),
-        messages=msgs,
-        agent_states=agent_states
-        if agent_states is not None
-        else {n: {"name": n, "system_message": f"You are {n}.", "llm_config": False} for n in ("alice", "bob")},
-        manager_state=manager_state if manager_state is not None else {"rounds_used": step, "max_round": 50},
-        metadata=metadata if metadata is not None else {"problem": "2+2"},
-    )
-
-
-def make_chain(provider: PersistencyStorageProvider, session_id: str, steps: int,
-               *, run_seq: int = 1, start: Checkpoint | None = None) -> list[Checkpoint]:
-    """Save ``steps`` checkpoints, each a child of the one before; returns them in order."""
-    out: list[Checkpoint] = []
-    msgs = list(start.messages) if start else []
-    parent = start.checkpoint_id if start else None
-    first = len(msgs)
-    for step in range(first + 1, first + steps + 1):
-        msgs.append(_message(step - 1))
-        cp = make_checkpoint(session_id, step, run_seq=run_seq, parent_id=parent, messages=list(msgs))
-        provider.save_checkpoint(cp)
-        out.append(cp)
-        parent = cp.checkpoint_id
-    return out
-
-
-def _same(a: Checkpoint, b: Checkpoint) -> None:
-    assert a.model_dump(mode="json") == b.model_dump(mode="json")
-
-
-class ProviderConformance:
-    """The contract of `PersistencyStorageProvider`; subclass it and supply a ``provider`` fixture."""
+class ContractTests:
+    """Round trips, create-only, latest, listing and errors: the contract on one instance."""
 
     # -- round trips ------------------------------------------------------------------------------------
     def test_save_then_get_returns_the_same_checkpoint(self, provider: PersistencyStorageProvider) -> None:
         chain = make_chain(provider, "s1", 5)
         for cp in chain:
-            _same(provider.get_checkpoint("s1", cp.checkpoint_id), cp)
+            expect_same(provider.get_checkpoint("s1", cp.checkpoint_id), cp)
 
     def test_long_chain_materializes_every_step(self, provider: PersistencyStorageProvider) -> None:
         chain = make_chain(provider, "long", 120)
         for cp in (chain[0], chain[57], chain[-1]):
-            _same(provider.get_checkpoint("long", cp.checkpoint_id), cp)
+            expect_same(provider.get_checkpoint("long", cp.checkpoint_id), cp)
 
     def test_changing_states_and_metadata_round_trip(self, provider: PersistencyStorageProvider) -> None:
         states: list[dict[str, dict[str, Any]]] = [
@@ -148,7 +50,7 @@ class ProviderConformance:
         msgs: list[dict[str, Any]] = []
         saved = []
         for i, st in enumerate(states, start=1):
-            msgs.append(_message(i))
+            msgs.append(message(i))
             cp = make_checkpoint("st", i, parent_id=parent, messages=list(msgs), agent_states=st,
                                  manager_state={"rounds_used": i, "last": f"n{i % 2}", "max_round": 9},
                                  metadata={"k": i // 3, "fixed": "same"} if i % 4 else {})
@@ -156,16 +58,16 @@ class ProviderConformance:
             saved.append(cp)
             parent = cp.checkpoint_id
         for cp in saved:
-            _same(provider.get_checkpoint("st", cp.checkpoint_id), cp)
+            expect_same(provider.get_checkpoint("st", cp.checkpoint_id), cp)
         infos = provider.list_checkpoints("st")
         assert [i.metadata for i in infos] == [c.metadata for c in saved]
 
     def test_branch_from_the_middle_keeps_both_histories(self, provider: PersistencyStorageProvider) -> None:
         main = make_chain(provider, "br", 10)
         branch = make_chain(provider, "br", 4, run_seq=2, start=main[4])
-        _same(provider.get_checkpoint("br", main[-1].checkpoint_id), main[-1])
+        expect_same(provider.get_checkpoint("br", main[-1].checkpoint_id), main[-1])
         got = provider.get_checkpoint("br", branch[-1].checkpoint_id)
-        _same(got, branch[-1])
+        expect_same(got, branch[-1])
         assert got.messages[:5] == main[4].messages
         assert got.step == 9
 
@@ -174,10 +76,10 @@ class ProviderConformance:
     ) -> None:
         chain = make_chain(provider, "rw", 3)
         rewritten: list[dict[str, Any]] = [dict(m, content="changed") for m in chain[-1].messages]
-        rewritten.append(_message(3))
+        rewritten.append(message(3))
         cp = make_checkpoint("rw", 4, parent_id=chain[-1].checkpoint_id, messages=rewritten)
         provider.save_checkpoint(cp)
-        _same(provider.get_checkpoint("rw", cp.checkpoint_id), cp)
+        expect_same(provider.get_checkpoint("rw", cp.checkpoint_id), cp)
 
     def test_run_end_round_trips_with_its_reason(self, provider: PersistencyStorageProvider) -> None:
         chain = make_chain(provider, "end", 3)
@@ -186,7 +88,7 @@ class ProviderConformance:
         provider.save_checkpoint(end)
         latest = provider.get_latest_checkpoint("end")
         assert latest is not None
-        _same(latest, end)
+        expect_same(latest, end)
         assert latest.run_complete
 
     def test_unicode_and_nested_content_round_trip(self, provider: PersistencyStorageProvider) -> None:
@@ -198,7 +100,7 @@ class ProviderConformance:
         ]
         cp = make_checkpoint("uni", 3, messages=msgs)
         provider.save_checkpoint(cp)
-        _same(provider.get_checkpoint("uni", cp.checkpoint_id), cp)
+        expect_same(provider.get_checkpoint("uni", cp.checkpoint_id), cp)
 
     # -- create-only ------------------------------------------------------------------------------------
     def test_saving_an_existing_id_conflicts_and_keeps_the_original(
@@ -209,39 +111,30 @@ class ProviderConformance:
         other = cp.model_copy(update={"metadata": {"other": True}})
         with pytest.raises(CheckpointConflictError):
             provider.save_checkpoint(other)
-        _same(provider.get_checkpoint("c", cp.checkpoint_id), cp)
+        expect_same(provider.get_checkpoint("c", cp.checkpoint_id), cp)
 
     def test_racing_writers_exactly_one_wins(self, provider: PersistencyStorageProvider) -> None:
         base = make_chain(provider, "race", 2)
         n = 8
-        barrier = threading.Barrier(n)
-        results: list[str] = []
-        lock = threading.Lock()
 
-        def writer(i: int) -> None:
+        def writer(i: int) -> str:
             msgs = [*base[-1].messages, {"content": f"writer {i}", "role": "assistant", "name": "bob"}]
-            cp = make_checkpoint("race", 3, parent_id=base[-1].checkpoint_id, messages=msgs,
-                                 metadata={"writer": i})
-            barrier.wait()
+            cp = make_checkpoint("race", 3, parent_id=base[-1].checkpoint_id, messages=msgs, metadata={"writer": i})
             try:
                 provider.save_checkpoint(cp)
-                outcome = f"won:{i}"
             except CheckpointConflictError:
-                outcome = "lost"
-            with lock:
-                results.append(outcome)
+                return "lost"
+            return f"won:{i}"
 
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = run_threads(writer, n)
         winners = [r for r in results if r.startswith("won")]
-        assert len(winners) == 1, results
-        assert results.count("lost") == n - 1
+        assert len(winners) == 1, (
+            f"{len(winners)} of {n} threads saving the same checkpoint id won; create-only means exactly one wins "
+            f"and the others get CheckpointConflictError (outcomes: {results})"
+        )
         got = provider.get_checkpoint("race", checkpoint_id_for(1, 3))
         winner = int(winners[0].split(":")[1])
-        assert got.metadata == {"writer": winner}
+        assert got.metadata == {"writer": winner}, f"stored {got.metadata}, but writer {winner} won"
         assert got.messages[-1]["content"] == f"writer {winner}"
 
     # -- latest, listing, sessions ----------------------------------------------------------------------
@@ -266,6 +159,9 @@ class ProviderConformance:
         assert [i.checkpoint_id for i in provider.list_checkpoints("ls", before=ids[3])] == ids[:3]
         assert [i.checkpoint_id for i in provider.list_checkpoints("ls", before=ids[3], limit=1)] == ids[2:3]
         assert provider.list_checkpoints("ls", limit=0) == []
+        for bad in ("x", -1, 1.5, True):
+            with pytest.raises(ProviderConfigError, match="limit"):
+                provider.list_checkpoints("ls", limit=bad)  # type: ignore[arg-type]
         assert provider.list_checkpoint_ids("ls") == sorted(ids)
         assert provider.list_checkpoint_ids("unknown-session") == []
         assert provider.list_checkpoints("unknown-session") == []
@@ -284,7 +180,7 @@ class ProviderConformance:
             provider.get_checkpoint("b-session", checkpoint_id_for(1, 1))
         # a deleted session can start again from scratch
         again = make_chain(provider, "b-session", 1)
-        _same(provider.get_checkpoint("b-session", again[0].checkpoint_id), again[0])
+        expect_same(provider.get_checkpoint("b-session", again[0].checkpoint_id), again[0])
 
     # -- errors ----------------------------------------------------------------------------------------
     def test_missing_checkpoint_and_foreign_session(self, provider: PersistencyStorageProvider) -> None:
@@ -323,7 +219,7 @@ class ProviderConformance:
     def test_unserialisable_message_is_named_and_nothing_is_stored(
         self, provider: PersistencyStorageProvider
     ) -> None:
-        msgs = [_message(0), {"content": object(), "role": "assistant", "name": "bob"}]
+        msgs = [message(0), {"content": object(), "role": "assistant", "name": "bob"}]
         with pytest.raises(SerializationError, match=r"message at step 2 from 'bob'"):
             provider.save_checkpoint(make_checkpoint("ser", 2, messages=msgs))
         deep: Any = "leaf"
@@ -351,7 +247,7 @@ class ProviderConformance:
             await provider.asave_checkpoint(cp)
         child = make_checkpoint("as", 2, parent_id=cp.checkpoint_id)
         await asyncio.gather(provider.asave_checkpoint(child), asyncio.sleep(0))
-        _same(await provider.aget_checkpoint("as", cp.checkpoint_id), cp)
+        expect_same(await provider.aget_checkpoint("as", cp.checkpoint_id), cp)
         latest = await provider.aget_latest_checkpoint("as")
         assert latest is not None and latest.checkpoint_id == child.checkpoint_id
         assert [i.checkpoint_id for i in await provider.alist_checkpoints("as")] == [
