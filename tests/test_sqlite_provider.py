@@ -7,14 +7,14 @@ import json
 import multiprocessing
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from persistency.providers.sqlite import SqliteStorageProvider
 
-from persistency import provider_from_url
+from persistency import PersistencyStorageProvider, provider_from_url
 from persistency.errors import (
     CheckpointConflictError,
     ProviderConfigError,
@@ -23,20 +23,61 @@ from persistency.errors import (
 )
 from persistency.ids import checkpoint_id_for
 from persistency.testing import ProviderConformance, make_chain, make_checkpoint
+from persistency.testing._lease_suite import LeaseConformance
 from tests.test_cli import populate, run
 
 
-class TestSqliteFileConformance(ProviderConformance):
-    """The shipped contract on a SQLite file."""
+class _Kit(ProviderConformance):
+    """The kit, less one case that cannot arise here (see below)."""
+
+    # read_chain returns a whole chain in one query and listing reads info lines, so with a warm cache no
+    # contract call reaches read_records here; its failure is checked with the cache off, below.
+    @pytest.mark.parametrize("primitive", ["write_record", "read_chain", "read_info_lines", "list_ids",
+                                           "list_session_ids", "delete_records"])
+    def test_a_backend_failure_is_a_persistency_error_naming_the_backend(
+        self, provider: PersistencyStorageProvider, primitive: str
+    ) -> None:
+        super().test_a_backend_failure_is_a_persistency_error_naming_the_backend(provider, primitive)
+
+
+class TestSqliteFileConformance(_Kit, LeaseConformance):
+    """The shipped contract, and the lease contract, on a SQLite file."""
 
     @pytest.fixture
     def provider(self, tmp_path: Path) -> Iterator[SqliteStorageProvider]:
         with SqliteStorageProvider(f"sqlite://{tmp_path}/c.db") as p:
             yield p  # type: ignore[misc]
 
+    @pytest.fixture
+    def provider_factory(self, tmp_path: Path) -> Callable[[], PersistencyStorageProvider]:
+        """Another instance on the same file, as a second worker process would open it."""
+        return lambda: provider_from_url(f"sqlite://{tmp_path}/c.db")
 
-class TestSqliteMemoryConformance(ProviderConformance):
-    """The shipped contract on ``sqlite:///:memory:`` (one connection, locked)."""
+    @pytest.fixture
+    def stored_bytes(self, tmp_path: Path) -> Callable[[], int]:
+        """Bytes of the records' columns (what a save adds; the file grows by whole pages)."""
+        def count() -> int:
+            with sqlite3.connect(f"{tmp_path}/c.db") as raw:
+                row = raw.execute("SELECT COALESCE(SUM(LENGTH(info) + LENGTH(payload)), 0) FROM records").fetchone()
+            return int(row[0])
+        return count
+
+
+def test_a_failing_read_records_is_a_storage_error_naming_sqlite(tmp_path: Path) -> None:
+    with SqliteStorageProvider(f"sqlite://{tmp_path}/r.db", cache_size=0) as p:
+        [first] = make_chain(p, "s", 1)
+
+        def broken(*args: Any) -> Any:
+            raise OSError("simulated backend failure")
+
+        p.read_records = broken  # type: ignore[method-assign]
+        with pytest.raises(StorageUnavailableError, match="sqlite") as caught:  # the parent is read: no cache
+            p.save_checkpoint(make_checkpoint("s", 2, parent_id=first.checkpoint_id))
+        assert isinstance(caught.value.__cause__, OSError)
+
+
+class TestSqliteMemoryConformance(_Kit):
+    """The shipped contract on ``sqlite:///:memory:`` (one connection, locked; one process by nature)."""
 
     @pytest.fixture
     def provider(self) -> Iterator[SqliteStorageProvider]:

@@ -90,6 +90,8 @@ class SqliteStorageProvider(SqliteLeases, StorageBackend):
         self.url = raw
         self.path = path
         self._db = Database(path, opts)
+        if path == MEMORY:
+            self.shared_across_processes = False  # one database per provider object, by nature
         self._seen: dict[str, int] = {}  # session -> generation this provider last worked in
         self._seen_lock = threading.Lock()
 
