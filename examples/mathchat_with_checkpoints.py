@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n3. A second question on the finished chat -> a new run with the whole transcript as history")
     before = len(manager.groupchat.messages)
-    student.initiate_chat(manager, message=FOLLOW_UP, silent=True)
+    # clear_history=False keeps the transcript, as in plain AG2 (the default True would start afresh).
+    student.initiate_chat(manager, message=FOLLOW_UP, silent=True, clear_history=False)
     show_transcript(manager, since=before)
     show_checkpoints(persistency, "the second turn")
 

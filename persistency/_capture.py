@@ -13,7 +13,7 @@ from typing import Any
 
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
-from persistency import termination
+from persistency import _ag2, termination
 from persistency.redaction import redact, redact_llm_config, secret_values
 
 __all__ = [
@@ -51,15 +51,16 @@ def agent_state(agent: Agent, *, participant: bool = True) -> dict[str, Any]:
         "description": _json_text(getattr(agent, "description", None)),
     }
     if isinstance(agent, ConversableAgent):
+        settings = _ag2.agent_settings(agent)
         state.update(
             {
                 "system_message": _json_text(agent.system_message),
                 "llm_config": redact_llm_config(agent.llm_config),
                 "human_input_mode": agent.human_input_mode,
-                "termination": termination.describe(getattr(agent, "_is_termination_msg", None)),
-                "code_execution_config": redact(agent._code_execution_config),
-                "max_consecutive_auto_reply": agent._max_consecutive_auto_reply,
-                "default_auto_reply": _json_text(agent._default_auto_reply),
+                "termination": termination.describe(_ag2.termination_check(agent)),
+                "code_execution_config": redact(settings["code_execution_config"]),
+                "max_consecutive_auto_reply": settings["max_consecutive_auto_reply"],
+                "default_auto_reply": _json_text(settings["default_auto_reply"]),
             }
         )
     return state
@@ -106,7 +107,7 @@ def manager_base_state(manager: GroupChatManager, groupchat: GroupChat) -> dict[
         "description": _json_text(manager.description),
         "system_message": _json_text(manager.system_message),
         "llm_config": redact_llm_config(manager.llm_config),
-        "termination": termination.describe(getattr(manager, "_is_termination_msg", None)),
+        "termination": termination.describe(_ag2.termination_check(manager)),
         "groupchat": groupchat_state(groupchat),
         "max_round": groupchat.max_round,
         "speaker_selection_method": speaker_selection_state(groupchat.speaker_selection_method),
@@ -152,13 +153,13 @@ def _replay(
     manager's copies to everyone else (after the append).
     """
     if send and isinstance(speaker, ConversableAgent) and speaker is not manager:
-        speaker._append_oai_message(_as_sent(message), manager, role="assistant", name=speaker.name)
-        manager._append_oai_message(message, speaker, role="user", name=speaker.name)
+        _ag2.append_oai_message(speaker, _as_sent(message), manager, role="assistant", name=speaker.name)
+        _ag2.append_oai_message(manager, message, speaker, role="user", name=speaker.name)
     if broadcast:
         for agent in recipients:
             if agent is not speaker and isinstance(agent, ConversableAgent):
-                manager._append_oai_message(message, agent, role="assistant", name=manager.name)
-                agent._append_oai_message(message, manager, role="user", name=manager.name)
+                _ag2.append_oai_message(manager, message, agent, role="assistant", name=manager.name)
+                _ag2.append_oai_message(agent, message, manager, role="user", name=manager.name)
 
 
 def _introduce(manager: GroupChatManager, groupchat: GroupChat) -> None:
@@ -166,8 +167,32 @@ def _introduce(manager: GroupChatManager, groupchat: GroupChat) -> None:
     intro = groupchat.introductions_msg()
     for agent in groupchat.agents:
         if isinstance(agent, ConversableAgent):
-            manager._append_oai_message(intro, agent, role="assistant", name=manager.name)
-            agent._append_oai_message(intro, manager, role="user", name=manager.name)
+            _ag2.append_oai_message(manager, intro, agent, role="assistant", name=manager.name)
+            _ag2.append_oai_message(agent, intro, manager, role="user", name=manager.name)
+
+
+def _replay_clears(
+    manager: GroupChatManager,
+    groupchat: GroupChat,
+    agents_by_name: Mapping[str, Agent],
+    participants: Sequence[Agent],
+    clears: Sequence[Mapping[str, Any]],
+) -> int:
+    """Replay each "clear history" of the run: the transcript before it, then AG2's own clearing.
+
+    AG2 clears the agents' histories (all, one, or all but the last n) but not the manager's, so
+    the transcript alone cannot say what each history holds. Returns how many messages at the
+    start of the current transcript the last clearing kept (already in the histories).
+    """
+    skip = 0
+    for clear in clears:
+        before = list(clear.get("before") or [])
+        for message in before[skip:]:
+            _replay(message, agents_by_name.get(str(message.get("name"))), manager, participants)
+        groupchat.messages[:] = before
+        _ag2.clear_agents_history(manager, {"content": clear.get("content")}, groupchat)
+        skip = int(clear.get("kept") or 0)
+    return skip
 
 
 def restore_histories(
@@ -179,6 +204,7 @@ def restore_histories(
     pending: dict[str, Any] | None = None,
     keep_opening_from: Agent | None = None,
     intro_step: int | None = None,
+    clears: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any] | None:
     """Reset the transcript and every agent's conversation with the manager to ``history``.
 
@@ -194,16 +220,21 @@ def restore_histories(
             everyone.append(agent)
     opening_pair: tuple[dict[str, Any], dict[str, Any]] | None = None
     if isinstance(keep_opening_from, ConversableAgent):
-        mine = keep_opening_from._oai_messages.get(manager) or []
-        theirs = manager._oai_messages.get(keep_opening_from) or []
+        mine = _ag2.oai_messages(keep_opening_from).get(manager) or []
+        theirs = _ag2.oai_messages(manager).get(keep_opening_from) or []
         if mine and theirs:
             opening_pair = (mine[-1], theirs[-1])
     for agent in everyone:
         if isinstance(agent, ConversableAgent) and agent is not manager:
-            agent._oai_messages[manager] = []
-            manager._oai_messages[agent] = []
+            _ag2.oai_messages(agent)[manager] = []
+            _ag2.oai_messages(manager)[agent] = []
     groupchat.messages[:] = []
+    skip = _replay_clears(manager, groupchat, agents_by_name, participants, clears)
+    if clears:
+        intro_step = None  # introductions were sent before the first clear: replayed with it
     for i, message in enumerate(history):
+        if i < skip:
+            continue
         speaker = agents_by_name.get(str(message.get("name")))
         if i == intro_step:
             _replay(message, speaker, manager, participants, broadcast=False)
@@ -211,17 +242,17 @@ def restore_histories(
             _replay(message, speaker, manager, participants, send=False)
         else:
             _replay(message, speaker, manager, participants)
-    groupchat.messages.extend(history)
+    groupchat.messages[:] = list(history)
     if opening_pair is not None and isinstance(keep_opening_from, ConversableAgent):
-        keep_opening_from._oai_messages[manager].append(opening_pair[0])
-        manager._oai_messages[keep_opening_from].append(opening_pair[1])
+        _ag2.oai_messages(keep_opening_from)[manager].append(opening_pair[0])
+        _ag2.oai_messages(manager)[keep_opening_from].append(opening_pair[1])
         return opening_pair[1]
     if pending is not None:
         speaker = agents_by_name.get(str(pending.get("name")))
         if speaker is None or speaker is manager:
             return dict(pending)
         _replay(pending, speaker, manager, participants, broadcast=False)
-        start = manager._oai_messages[speaker][-1]
+        start = _ag2.oai_messages(manager)[speaker][-1]
         if intro_step == len(history):
             _introduce(manager, groupchat)
         return start  # type: ignore[no-any-return]

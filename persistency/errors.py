@@ -17,6 +17,7 @@ The tree::
       + CheckpointWriteError           -- checkpoints were lost while a run went on (on_error="continue")
       + SessionBusyError               -- another worker holds a live lease on the session's run
       + SessionDeletedError            -- the session was deleted (its generation advanced) under a live chat
+      + AG2VersionError                -- AG2 Classic missing or outside the tested range (also an ImportError)
 
 Errors from the layer below (OSError, botocore, redis) are translated at the provider boundary
 with ``raise ... from exc`` so the cause is kept; no message carries a secret.
@@ -25,6 +26,7 @@ with ``raise ... from exc`` so the cause is kept; no message carries a secret.
 from __future__ import annotations
 
 __all__ = [
+    "AG2VersionError",
     "CheckpointConflictError",
     "CheckpointNotFoundError",
     "CheckpointWriteError",
@@ -110,3 +112,7 @@ class SessionBusyError(PersistencyError):
 
 class SessionDeletedError(PersistencyError):
     """The session was deleted (its generation advanced) under a live chat; the save was refused."""
+
+
+class AG2VersionError(PersistencyError, ImportError):
+    """AG2 Classic is missing or outside the tested version range; the message names the extras to install."""

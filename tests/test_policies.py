@@ -179,8 +179,8 @@ def test_next_run_applies_once(provider: PersistencyStorageProvider) -> None:
     feature.next_run(ResumePolicy.fresh())
     chat.user.initiate_chat(chat.manager, message="b", silent=True)
     assert len(chat.groupchat.messages) == 3  # fresh: no history
-    chat.user.initiate_chat(chat.manager, message="c", silent=True)
-    assert len(chat.groupchat.messages) == 6  # back to resume_latest: history of run 2
+    chat.user.initiate_chat(chat.manager, message="c", silent=True, clear_history=False)
+    assert len(chat.groupchat.messages) == 6  # back to resume_latest: run 2 completed here, AG2 keeps it
     feature.detach()
     chat.user.initiate_chat(chat.manager, message="d", silent=True)  # plain AG2 again
     assert len(chat.groupchat.messages) == 3 and len(runs(provider)) == 3

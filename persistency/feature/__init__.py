@@ -23,20 +23,26 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
+# isort: off
+from persistency._ag2 import AG2_VERSION  # first: refuses a missing or untested AG2 before importing it
+
+# isort: on
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
-from persistency._capture import chat_secrets, restore_histories
-from persistency.errors import CheckpointNotFoundError, PersistencyError, ResumeError, SerializationError
-from persistency.feature._plan import Incoming, RunPlan, needs, plan_run
+from persistency import _ag2
+from persistency.errors import PersistencyError, SerializationError
+from persistency.feature._drive import run_async, run_sync
+from persistency.feature._pattern import PatternHook, is_pattern, pattern_spec
 from persistency.feature._run import Run
-from persistency.feature._writer import LostCheckpoint, OnError, RunWriter
-from persistency.ids import parse_checkpoint_id, validate_id
+from persistency.feature._start import start_plan
+from persistency.feature._writer import LostCheckpoint, OnError
+from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.policies import ResumePolicy
 from persistency.provider import PersistencyStorageProvider
 from persistency.registry import provider_from_url
 
-__all__ = ["Durability", "LostCheckpoint", "OnError", "Persistency"]
+__all__ = ["AG2_VERSION", "Durability", "LostCheckpoint", "OnError", "Persistency"]
 
 log = logging.getLogger("persistency")
 
@@ -91,6 +97,7 @@ class Persistency:
         self.max_pending = max_pending
         self._next_policy: ResumePolicy | None = None
         self._manager: GroupChatManager | None = None
+        self._pattern_hook: PatternHook | None = None
         self._hooks: tuple[Callable[..., Any], Callable[..., Any]] | None = None
         self._active: Run | None = None
         self._last_checkpoint_id: str | None = None
@@ -121,15 +128,45 @@ class Persistency:
         """Checkpoints not stored while chats went on (``on_error="continue"``), oldest first."""
         return list(self._lost)
 
-    def attach(self, manager: GroupChatManager) -> Persistency:
-        """Install the interceptors on ``manager``; returns the feature (usable as a context manager)."""
-        if not isinstance(manager, GroupChatManager):
-            raise TypeError(f"attach() takes a GroupChatManager, not {type(manager).__name__}")
+    @property
+    def pattern(self) -> Any:
+        """The group pattern this feature is attached to, if any."""
+        return None if self._pattern_hook is None else self._pattern_hook.pattern
+
+    def attach(self, target: GroupChatManager | Any) -> Persistency:
+        """Install the interceptors on a GroupChatManager, or on every manager a group ``Pattern`` builds.
+
+        With a pattern (``autogen.agentchat.group.patterns``), the manager that
+        ``pattern.prepare_group_chat`` builds for each chat (``initiate_group_chat``,
+        ``run_group_chat`` and their async twins) is attached before the chat starts.
+        Returns the feature (usable as a context manager).
+        """
+        if is_pattern(target):
+            if self._pattern_hook is not None and self._pattern_hook.pattern is target:
+                return self
+            if self._manager is not None or self._pattern_hook is not None:
+                raise PersistencyError("this Persistency is attached already; detach() it first")
+            self._pattern_hook = PatternHook(target, self._on_pattern_manager)
+            return self
+        if not isinstance(target, GroupChatManager):
+            raise TypeError(f"attach() takes a GroupChatManager or a group Pattern, not {type(target).__name__}")
+        if self._pattern_hook is not None:
+            raise PersistencyError("this Persistency is attached to a pattern; detach() it first")
+        return self._attach_manager(target)
+
+    def _on_pattern_manager(self, manager: GroupChatManager) -> None:
+        """A pattern built a new manager for its next chat: move the interceptors onto it."""
+        if self._active is not None:
+            raise PersistencyError("a pattern chat started inside another chat of the same Persistency")
+        self._detach_manager()
+        self._attach_manager(manager)
+
+    def _attach_manager(self, manager: GroupChatManager) -> Persistency:
         if self._manager is not None:
             if self._manager is manager:
                 return self
             raise PersistencyError("this Persistency is attached to another manager; detach() it first")
-        for entry in manager._reply_func_list:
+        for entry in _ag2.reply_funcs(manager):
             if getattr(entry["reply_func"], "__name__", "") == "persistency_before_start":
                 raise PersistencyError(f"manager {manager.name!r} already has a Persistency attached")
 
@@ -139,7 +176,7 @@ class Persistency:
             sender: Agent | None = None,
             config: Any = None,
         ) -> tuple[bool, Any]:
-            return self._before_start(recipient, messages, sender)
+            return run_sync(start_plan(self, recipient, messages, sender, is_async=False))
 
         async def a_persistency_before_start(
             recipient: ConversableAgent,
@@ -147,7 +184,7 @@ class Persistency:
             sender: Agent | None = None,
             config: Any = None,
         ) -> tuple[bool, Any]:
-            return await self._a_before_start(recipient, messages, sender)
+            return await run_async(start_plan(self, recipient, messages, sender, is_async=True))
 
         manager.register_reply([Agent, None], persistency_before_start, position=0)
         manager.register_reply([Agent, None], a_persistency_before_start, position=0, ignore_async_in_sync_chat=True)
@@ -156,11 +193,16 @@ class Persistency:
         return self
 
     def detach(self) -> None:
-        """Remove the interceptors; the manager behaves as plain AG2 again. Idempotent."""
+        """Remove the interceptors (and a pattern's hook); everything behaves as plain AG2 again. Idempotent."""
+        self._detach_manager()
+        if self._pattern_hook is not None:
+            self._pattern_hook.remove()
+            self._pattern_hook = None
+
+    def _detach_manager(self) -> None:
         if self._manager is not None and self._hooks is not None:
-            self._manager._reply_func_list[:] = [
-                e for e in self._manager._reply_func_list if e["reply_func"] not in self._hooks
-            ]
+            funcs = _ag2.reply_funcs(self._manager)
+            funcs[:] = [e for e in funcs if e["reply_func"] not in self._hooks]
         self._manager = None
         self._hooks = None
 
@@ -199,17 +241,9 @@ class Persistency:
         self._next_policy = None
         return policy
 
-    @staticmethod
-    def _find_loop(manager: GroupChatManager, is_async: bool) -> tuple[Callable[..., Any], GroupChat] | None:
-        name = "a_run_chat" if is_async else "run_chat"
-        for entry in manager._reply_func_list:
-            if isinstance(entry["config"], GroupChat) and getattr(entry["reply_func"], "__name__", "") == name:
-                return entry["reply_func"], entry["config"]
-        return None
-
     def _require_loop(self, manager: GroupChatManager, is_async: bool) -> tuple[Callable[..., Any], GroupChat]:
         """The manager's group-chat loop; refuses to let a chat run unrecorded when there is none."""
-        found = self._find_loop(manager, is_async)
+        found = _ag2.find_loop(manager, is_async)
         if found is None:
             name = "a_run_chat" if is_async else "run_chat"
             raise PersistencyError(
@@ -223,153 +257,12 @@ class Persistency:
     ) -> bool:
         return self._active is None and recipient is self._manager and sender is not None and bool(messages)
 
-    @staticmethod
-    def _max_seq(latest: CheckpointInfo | None, infos: list[CheckpointInfo] | None = None) -> int | None:
-        """The greatest run number, from the latest checkpoint (or, if its id is foreign, all ``infos``)."""
-        if latest is None:
-            return 0
-        parsed = parse_checkpoint_id(latest.checkpoint_id)
-        if parsed is not None:
-            return parsed[0]
-        if infos is None:
-            return None  # the caller lists the session and asks again
-        return max((p[0] for i in infos if (p := parse_checkpoint_id(i.checkpoint_id)) is not None), default=0)
+def _pattern_spec(pattern: Any) -> dict[str, Any]:
+    """The description of a pattern stored as ``manager_state["pattern"]`` (kind, initial agent, agents).
 
-    def _plan(
-        self,
-        policy: ResumePolicy,
-        incoming: Incoming,
-        registered: GroupChat,
-        loaded: tuple[CheckpointInfo | None, Checkpoint | None, int],
-    ) -> RunPlan:
-        latest, target, max_seq = loaded
-        return plan_run(
-            policy,
-            incoming=incoming,
-            latest=latest,
-            target=target,
-            max_run_seq=max_seq,
-            fresh_budget=int(registered.max_round),
-        )
-
-    def _target_missing(self, policy: ResumePolicy, target_id: str) -> ResumeError:
-        return ResumeError(f"{policy}: no checkpoint {target_id!r} in session {self.session_id!r}")
-
-    def _load(self, policy: ResumePolicy) -> tuple[CheckpointInfo | None, Checkpoint | None, int]:
-        """What ``policy`` needs from storage (sync chats)."""
-        want_latest, target_id = needs(policy)
-        if want_latest:
-            latest: CheckpointInfo | None = self.provider.get_latest_checkpoint(self.session_id)
-        else:
-            infos = self.provider.list_checkpoints(self.session_id, limit=1)
-            latest = infos[-1] if infos else None
-        target = None
-        if target_id is not None:
-            try:
-                target = self.provider.get_checkpoint(self.session_id, target_id)
-            except CheckpointNotFoundError as exc:
-                raise self._target_missing(policy, target_id) from exc
-        max_seq = self._max_seq(latest)
-        if max_seq is None:
-            max_seq = self._max_seq(latest, self.provider.list_checkpoints(self.session_id)) or 0
-        return latest, target, max_seq
-
-    async def _aload(self, policy: ResumePolicy) -> tuple[CheckpointInfo | None, Checkpoint | None, int]:
-        """What ``policy`` needs from storage, through the provider's async twins (async chats)."""
-        want_latest, target_id = needs(policy)
-        if want_latest:
-            latest: CheckpointInfo | None = await self.provider.aget_latest_checkpoint(self.session_id)
-        else:
-            infos = await self.provider.alist_checkpoints(self.session_id, limit=1)
-            latest = infos[-1] if infos else None
-        target = None
-        if target_id is not None:
-            try:
-                target = await self.provider.aget_checkpoint(self.session_id, target_id)
-            except CheckpointNotFoundError as exc:
-                raise self._target_missing(policy, target_id) from exc
-        max_seq = self._max_seq(latest)
-        if max_seq is None:
-            max_seq = self._max_seq(latest, await self.provider.alist_checkpoints(self.session_id)) or 0
-        return latest, target, max_seq
-
-    def _start(
-        self,
-        manager: GroupChatManager,
-        registered: GroupChat,
-        messages: list[dict[str, Any]],
-        sender: Agent,
-        plan: RunPlan,
-        *,
-        is_async: bool,
-    ) -> tuple[Run, list[dict[str, Any]], Agent]:
-        """Restore the plan's state into the agents and build the run (no I/O)."""
-        agents: dict[str, Agent] = {a.name: a for a in registered.agents}
-        agents.setdefault(sender.name, sender)
-        if plan.mode == "continue":
-            assert plan.pending is not None
-            speaker = agents.get(str(plan.pending.get("name")))
-            if speaker is None:
-                raise ResumeError(
-                    f"cannot continue: the last saved message is from {plan.pending.get('name')!r}, "
-                    f"which is not an agent of this group chat ({', '.join(agents)})"
-                )
-            intro = plan.opening_step if registered.send_introductions else None
-            start = restore_histories(manager, registered, agents, plan.history, pending=plan.pending, intro_step=intro)
-            assert start is not None
-            counts = plan.source.manager_state.get("auto_replies") if plan.source is not None else None
-            for name, count in (counts or {}).items():
-                agent = agents.get(name)
-                if isinstance(agent, ConversableAgent) and isinstance(count, int):
-                    agent._consecutive_auto_reply_counter[manager] = count
-            loop_messages, loop_sender = [start], speaker
-        else:
-            restore_histories(manager, registered, agents, plan.history, keep_opening_from=sender)
-            loop_messages, loop_sender = messages, sender
-        secrets = chat_secrets(manager, agents.values())
-        run = Run(self, manager, registered, plan, sender, is_async=is_async, secrets=secrets)
-        self._last_run_id = run.run_id
-        return run, loop_messages, loop_sender
-
-    def _before_start(
-        self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None, sender: Agent | None
-    ) -> tuple[bool, Any]:
-        if not self._applies(recipient, messages, sender):
-            return False, None
-        assert isinstance(recipient, GroupChatManager) and messages and sender is not None
-        loop, registered = self._require_loop(recipient, is_async=False)
-        policy = self._take_policy()
-        incoming = Incoming(messages[-1], sender.name)
-        plan = self._plan(policy, incoming, registered, self._load(policy))
-        if plan.closing is not None:
-            RunWriter(self.provider, plan.closing.parent_id, "raise").save(plan.closing)
-        run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=False)
-        self._active = run
-        try:
-            run.run(loop, loop_messages, loop_sender)
-        finally:
-            self._active = None
-        return True, None
-
-    async def _a_before_start(
-        self, recipient: ConversableAgent, messages: list[dict[str, Any]] | None, sender: Agent | None
-    ) -> tuple[bool, Any]:
-        if not self._applies(recipient, messages, sender):
-            return False, None
-        assert isinstance(recipient, GroupChatManager) and messages and sender is not None
-        loop, registered = self._require_loop(recipient, is_async=True)
-        policy = self._take_policy()
-        incoming = Incoming(messages[-1], sender.name)
-        plan = self._plan(policy, incoming, registered, await self._aload(policy))
-        if plan.closing is not None:
-            await RunWriter(self.provider, plan.closing.parent_id, "raise").asave(plan.closing)
-        run, loop_messages, loop_sender = self._start(recipient, registered, messages, sender, plan, is_async=True)
-        self._active = run
-        try:
-            await run.arun(loop, loop_messages, loop_sender)
-        finally:
-            self._active = None
-        return True, None
+    A hook: the rebuild (``persistency.rebuild.pattern_spec``) may supply a richer one.
+    """
+    return pattern_spec(pattern)
 
 
 def _json_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:

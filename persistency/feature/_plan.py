@@ -51,15 +51,22 @@ class RunPlan:
     it is also this worker's claim: a second worker starting the same way at the same time fails
     with `CheckpointConflictError` before any model call."""
     end_seqs: dict[int, int] = field(default_factory=dict)
-    """Run-end sequence numbers this run already used, by step."""
+    """Run-end sequence numbers this run already used, by id step."""
+    rounds_used: int = 0
+    """Messages the run appended before this attempt (continue mode: the pending one included)."""
+    id_step: int = 0
+    """The step number in the id of the checkpoint continued from: a run numbers its own steps, so
+    ids keep growing when the transcript shrinks ("clear history") or is replaced."""
+    live: bool = False
+    """The in-memory chat is authoritative (an empty session, or the run this feature just completed
+    in this process): nothing is restored, AG2 runs exactly as it would without the feature."""
 
     @property
     def loop_rounds(self) -> int:
         """The ``max_round`` the AG2 loop gets: what is left, plus one for the re-appended message."""
-        left = self.budget - (len(self.history) + (1 if self.pending is not None else 0) - self.base_step)
         if self.mode == "continue":
-            return max(left, 0) + 1
-        return max(left, 1)
+            return max(self.budget - self.rounds_used, 0) + 1
+        return max(self.budget, 1)
 
 
 def needs(policy: ResumePolicy) -> tuple[bool, str | None]:
@@ -110,17 +117,36 @@ def _ms(cp: Checkpoint) -> dict[str, Any]:
     return ms
 
 
+def _opening(cp: Checkpoint) -> dict[str, Any] | None:
+    """The run's opening message: stored as such (it survives a cleared transcript), else by index."""
+    ms = cp.manager_state
+    stored = ms.get("opening")
+    if isinstance(stored, dict):
+        return stored
+    step = ms["opening_step"]
+    return cp.messages[step] if 0 <= step < cp.step else None
+
+
 def _is_closed(cp: CheckpointInfo) -> bool:
     return cp.kind == "run_end" and cp.end_reason in ("termination_message", "max_rounds", "superseded")
+
+
+def _rounds_used(cp: Checkpoint) -> int:
+    ms = cp.manager_state
+    used = ms.get("rounds_used")
+    return used if type(used) is int else cp.step - int(ms["run_base_step"])
 
 
 def _continue(cp: Checkpoint, run_seq: int, max_rounds: int | None, *, same_run: bool) -> RunPlan:
     ms = _ms(cp)
     k = cp.step
     base, budget = int(ms["run_base_step"]), int(ms["round_budget"])
+    used = _rounds_used(cp)
     if max_rounds is not None:
-        budget = (k - base) + max_rounds
-    end_seqs = {k: _end_seq(cp)} if same_run and cp.kind == "run_end" else {}
+        budget = used + max_rounds
+    parsed = parse_checkpoint_id(cp.checkpoint_id)
+    id_step = parsed[1] if parsed else k
+    end_seqs = {id_step: _end_seq(cp)} if same_run and cp.kind == "run_end" else {}
     return RunPlan(
         run_seq=run_seq,
         mode="continue",
@@ -132,6 +158,8 @@ def _continue(cp: Checkpoint, run_seq: int, max_rounds: int | None, *, same_run:
         opening_step=int(ms["opening_step"]),
         source=cp,
         end_seqs=end_seqs,
+        rounds_used=used,
+        id_step=id_step,
     )
 
 
@@ -175,10 +203,26 @@ def plan_run(
     target: Checkpoint | None,
     max_run_seq: int,
     fresh_budget: int,
+    live: list[dict[str, Any]] | None = None,
+    own_latest: str | None = None,
+    nested: bool = False,
 ) -> RunPlan:
-    """Decide the next run. ``latest`` must be the full `Checkpoint` when `needs` asked for it."""
+    """Decide the next run. ``latest`` must be the full `Checkpoint` when `needs` asked for it.
+
+    ``live`` is the in-memory transcript and ``own_latest`` the last checkpoint this feature stored
+    in this process: under ``resume_latest``, an empty session or a run this process completed
+    leaves AG2's own state alone (see `RunPlan.live`), so a chat that never crashes is plain AG2.
+    ``nested``: the chat starts inside another recorded chat (a nested chat); the outer chat's
+    checkpoints restore its in-memory state, so a completed latest run leaves it alone too.
+    """
     next_seq = max_run_seq + 1
     budget = policy.max_rounds or fresh_budget
+    if policy.kind == "resume_latest" and live is not None and (
+        latest is None or (latest.run_complete and (nested or latest.checkpoint_id == own_latest))
+    ):
+        plan = _new(next_seq, list(live), None if latest is None else latest.checkpoint_id, budget)
+        plan.live = True
+        return plan
     if policy.kind == "fresh":
         return _new(next_seq, [], None, budget)
 
@@ -193,10 +237,10 @@ def plan_run(
         if target is None:
             raise ResumeError(f"checkpoint {policy.checkpoint_id!r} not found")
         ms = _ms(target)
-        opening = target.messages[ms["opening_step"]] if 0 <= ms["opening_step"] < target.step else None
+        opening = _opening(target)
         if target.step > 0 and same_opening(opening, incoming):
             return _continue(target, next_seq, policy.max_rounds, same_run=False)
-        left = int(ms["round_budget"]) - (target.step - int(ms["run_base_step"]))
+        left = int(ms["round_budget"]) - _rounds_used(target)
         if policy.max_rounds is None and (left < 1 or target.run_complete):
             left = fresh_budget
         return _new(next_seq, list(target.messages), target.checkpoint_id, policy.max_rounds or left, target)
@@ -208,8 +252,7 @@ def plan_run(
     if _is_closed(latest):
         return _new(next_seq, list(latest.messages), latest.checkpoint_id, budget, latest)
     ms = _ms(latest)
-    opening = latest.messages[ms["opening_step"]] if 0 <= ms["opening_step"] < latest.step else None
-    if same_opening(opening, incoming):
+    if same_opening(_opening(latest), incoming):
         if latest.kind == "step":  # its process died: close that attempt, which is also our claim
             claim = closing_end(latest, "cancelled", _DIED)
             plan = _continue(claim, _run_seq(latest), policy.max_rounds, same_run=True)

@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
+from persistency import _ag2
 from persistency._capture import agent_state, manager_base_state
 from persistency.errors import CheckpointConflictError, PersistencyError
+from persistency.feature import _pattern, _select
+from persistency.feature._drive import Call, Plan, io, run_async, run_sync
+from persistency.feature._nested import NestedState
 from persistency.feature._plan import RunPlan
 from persistency.feature._writer import BackgroundWriter, RunWriter
 from persistency.ids import checkpoint_id_for, run_id_for
@@ -52,6 +56,8 @@ class Run:
         *,
         is_async: bool,
         secrets: frozenset[str],
+        opening: dict[str, Any] | None = None,
+        nested: NestedState | None = None,
     ) -> None:
         self.feature = feature
         self.manager = manager
@@ -64,6 +70,19 @@ class Run:
         self._task: asyncio.Task[None] | None = None
         self._skip_next = plan.mode == "continue"
         self.loop_appends = 0
+        self.rounds_used = plan.rounds_used
+        self.id_step = plan.id_step if plan.mode == "continue" else len(plan.history)
+        self.transcript_resets = int(plan.source.manager_state.get("transcript_resets", 0) or 0) if (
+            plan.mode == "continue" and plan.source is not None
+        ) else 0
+        self._last_len = len(plan.history) + (1 if plan.pending is not None else 0)
+        self.selected: str | None = None
+        self.nested = nested
+        kept = plan.source.manager_state.get("clears") if plan.source is not None and not plan.live else None
+        self.clears: list[dict[str, Any]] = list(kept) if isinstance(kept, list) else []
+        self.costly_selection = False
+        chosen = plan.source.manager_state.get("selected") if plan.mode == "continue" and plan.source else None
+        self.forced_speaker: str | None = chosen if isinstance(chosen, str) else None
         self.last_speaker: str | None = None
         participants = {a.name for a in registered.agents}
         everyone = list(registered.agents) + ([initiator] if initiator.name not in participants else [])
@@ -78,9 +97,17 @@ class Run:
                 "round_budget": plan.budget,
                 "opening_step": plan.opening_step,
                 "initiator": initiator.name,
+                "opening": opening,
             }
         )
+        if feature.pattern is not None:
+            from persistency.feature import _pattern_spec
+
+            self.manager_base["pattern"] = _pattern_spec(feature.pattern)
         self.groupchat = self._loop_groupchat(registered)
+        self.pattern_state = _pattern.capture(registered, manager)
+        """The pattern state as of the last append: a run end stores it, not the state after the next
+        selection (which consumed a pending handoff and the transition's first-selection flag)."""
 
     # -- the group chat the loop runs on ------------------------------------------------------------
     def _loop_groupchat(self, registered: GroupChat) -> GroupChat:
@@ -95,14 +122,7 @@ class Run:
             self.on_append(speaker)
 
         gc.append = append  # type: ignore[method-assign]
-        if self.is_async:
-            original_select = gc.a_select_speaker
-
-            async def a_select_speaker(last_speaker: Agent, selector: Any) -> Agent:
-                await self.adrain(for_capacity=True)
-                return await original_select(last_speaker, selector)
-
-            gc.a_select_speaker = a_select_speaker  # type: ignore[method-assign]
+        _select.install(gc, self)
         return gc
 
     # -- checkpoints ------------------------------------------------------------------------------------
@@ -119,16 +139,26 @@ class Run:
         messages = list(self.groupchat.messages)
         step = len(messages)
         state = dict(self.manager_base)
-        state["rounds_used"] = step - self.plan.base_step
+        state["rounds_used"] = self.rounds_used
+        state["run_step"] = self.id_step
+        state["transcript_resets"] = self.transcript_resets
+        if self.clears:
+            state["clears"] = self.clears
         state["last_speaker"] = self.last_speaker
+        state["selected"] = self.selected
+        state["termination_held"] = bool(messages) and self._terminates(messages[-1])
+        if self.pattern_state is not None:
+            state["pattern_state"] = self.pattern_state
+        if self.nested:
+            state["nested"] = self.nested.capture()
         # AG2 counts each agent's consecutive auto-replies (max_consecutive_auto_reply, human input in
         # TERMINATE mode); a continued run must count on from the same numbers. O(agents).
-        state["auto_replies"] = {a.name: a._consecutive_auto_reply_counter.get(self.manager, 0) for a in self._counted}
+        state["auto_replies"] = {a.name: _ag2.auto_reply_counts(a).get(self.manager, 0) for a in self._counted}
         if detail is not None:
             state["end_detail"] = detail
         return Checkpoint.model_construct(
             schema_version=SCHEMA_VERSION,
-            checkpoint_id=checkpoint_id_for(self.plan.run_seq, step, end_seq),
+            checkpoint_id=checkpoint_id_for(self.plan.run_seq, self.id_step, end_seq),
             session_id=self.feature.session_id,
             run_id=self.run_id,
             parent_id=self.writer.last_stored,
@@ -155,15 +185,45 @@ class Run:
                 states[agent.name] = agent_state(agent, participant=participant)
                 self.agent_states = states
 
+    def _terminates_raw(self, message: dict[str, Any]) -> bool:
+        check = _ag2.termination_check(self.manager)
+        return bool(check(message)) if check is not None else False
+
+    def _terminates(self, message: dict[str, Any]) -> bool:
+        """Whether the live manager's termination condition holds for ``message`` (a user's may raise)."""
+        try:
+            return self._terminates_raw(message)
+        except Exception:  # the loop itself will raise it; a checkpoint just says "no"
+            return False
+
     def on_append(self, speaker: Agent) -> None:
         """The after-step hook: one message was appended to the transcript."""
         self.loop_appends += 1
         self.last_speaker = speaker.name
+        if self.pattern_state is not None:
+            self.pattern_state = _pattern.capture(self.groupchat, self.manager)
+        length = len(self.groupchat.messages)
+        if length <= self._last_len and not self._skip_next:  # "clear history": the transcript shrank
+            self.transcript_resets += 1
+        self._last_len = length
         if self._skip_next:  # the last saved message, appended again by a continued run
             self._skip_next = False
             return
-        mode = self.feature.durability
-        if mode == "exit":
+        self.rounds_used += 1
+        self.id_step = max(self.id_step + 1, length)
+        self.selected = None
+        self._store_step()
+
+    def on_selected(self, speaker: Agent) -> None:
+        """A selection that called a model or asked a human chose ``speaker``: store it before it speaks."""
+        self.selected = speaker.name
+        self.id_step += 1
+        if self.pattern_state is not None:
+            self.pattern_state = _pattern.capture(self.groupchat, self.manager)
+        self._store_step()
+
+    def _store_step(self) -> None:
+        if self.feature.durability == "exit":
             return
         self._refresh_agent_states()
         cp = self.checkpoint()
@@ -208,7 +268,7 @@ class Run:
     def end_reason(self) -> tuple[EndReason, str | None]:
         """Why a loop that returned normally stopped."""
         messages = self.groupchat.messages
-        if messages and self.loop_appends and self.manager._is_termination_msg(messages[-1]):
+        if messages and self.loop_appends and self._terminates_raw(messages[-1]):
             return "termination_message", None
         if self.loop_appends >= self.loop_rounds():
             return "max_rounds", None
@@ -219,7 +279,7 @@ class Run:
         return scrub(text, self.secrets)[:4000]
 
     def _end(self, reason: EndReason, exc: BaseException | None, detail: str | None) -> Checkpoint:
-        end_seq = self.plan.end_seqs.get(len(self.groupchat.messages), 0) + 1
+        end_seq = self.plan.end_seqs.get(self.id_step, 0) + 1
         self._refresh_agent_states()
         return self.checkpoint(
             kind="run_end",
@@ -231,30 +291,36 @@ class Run:
 
     def _bump(self, cp: Checkpoint) -> None:
         seq = int(cp.checkpoint_id.rsplit("-end", 1)[1]) + 1
-        cp.checkpoint_id = checkpoint_id_for(self.plan.run_seq, cp.step, seq)
+        cp.checkpoint_id = checkpoint_id_for(self.plan.run_seq, self.id_step, seq)
 
-    def finish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
-        """Store the run_end (sync chats). With ``exc`` set, storage errors are logged, not raised."""
+    def _finish_plan(self, reason: EndReason, exc: BaseException | None, detail: str | None) -> Plan[None]:
+        """Store the run_end. With ``exc`` set, storage errors are logged, not raised."""
         try:
-            self.drain()
+            yield Call(self.drain, self.adrain)
         except CheckpointConflictError:
             self.abandon()
             raise
         except PersistencyError as werr:
             if exc is None:
-                exc = werr
-                reason = "error"
-                self._finish_write(reason, exc, detail, raise_errors=False)
+                yield from self._write_end("error", werr, detail, raise_errors=False)
                 raise
-        self._finish_write(reason, exc, detail, raise_errors=exc is None)
+        yield from self._write_end(reason, exc, detail, raise_errors=exc is None)
 
-    def _finish_write(
+    def finish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
+        """Store the run_end (sync chats)."""
+        run_sync(self._finish_plan(reason, exc, detail))
+
+    async def afinish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
+        """Store the run_end (async chats), through the provider's async twin."""
+        await run_async(self._finish_plan(reason, exc, detail))
+
+    def _write_end(
         self, reason: EndReason, exc: BaseException | None, detail: str | None, *, raise_errors: bool
-    ) -> None:
+    ) -> Plan[None]:
         cp = self._end(reason, exc, detail)
         for _ in range(_END_RETRIES):
             try:
-                self.writer.save(cp)
+                yield io(self.writer, "save", cp)
                 break
             except PersistencyError as err:
                 if not self._end_retry(cp, err, raise_errors=raise_errors):
@@ -272,32 +338,6 @@ class Run:
         log.exception("run_end of %s in session %s not stored", self.run_id, self.feature.session_id)
         return False
 
-    async def afinish(self, reason: EndReason, exc: BaseException | None, detail: str | None = None) -> None:
-        """Store the run_end (async chats), through the provider's async twin."""
-        try:
-            await self.adrain()
-        except CheckpointConflictError:
-            self.abandon()
-            raise
-        except PersistencyError as werr:
-            if exc is None:
-                await self._afinish_write("error", werr, detail, raise_errors=False)
-                raise
-        await self._afinish_write(reason, exc, detail, raise_errors=exc is None)
-
-    async def _afinish_write(
-        self, reason: EndReason, exc: BaseException | None, detail: str | None, *, raise_errors: bool
-    ) -> None:
-        cp = self._end(reason, exc, detail)
-        for _ in range(_END_RETRIES):
-            try:
-                await self.writer.asave(cp)
-                break
-            except PersistencyError as err:
-                if not self._end_retry(cp, err, raise_errors=raise_errors):
-                    break
-        self._done()
-
     def abandon(self) -> None:
         """A lost race: another worker owns this run. Stop the writer, store nothing more."""
         if self.background is not None:
@@ -314,40 +354,47 @@ class Run:
         self.feature._lost.extend(self.writer.lost)
 
     # -- driving the loop ---------------------------------------------------------------------------------
-    def run(self, loop: Callable[..., Any], messages: list[dict[str, Any]], sender: Agent) -> None:
-        """Run AG2's sync loop on our group chat and store the run's end, whatever happens."""
+    def _watch_clears(self) -> Callable[[], None]:
+        """Record each "clear history" AG2 applies (the transcript before it and the phrase): the
+        manager keeps its histories while the agents lose theirs, so a resume must replay it."""
+
+        def wrap(original: Callable[..., str]) -> Callable[..., str]:
+            def clear_agents_history(reply: dict[str, Any], groupchat: GroupChat) -> str:
+                before, content = list(groupchat.messages), reply.get("content")
+                result = original(reply, groupchat)
+                record = {"before": before, "content": content, "kept": len(groupchat.messages)}
+                self.clears = [*self.clears, record]  # a new list: earlier checkpoints keep theirs
+                return result
+
+            return clear_agents_history
+
+        return _ag2.wrap_clear_agents_history(self.manager, wrap)
+
+    def run_plan(self, loop: Callable[..., Any], messages: list[dict[str, Any]], sender: Agent) -> Plan[None]:
+        """Run AG2's loop (``run_chat`` or ``a_run_chat``) on our group chat and store the run's end."""
+        kwargs = (("messages", messages), ("sender", sender), ("config", self.groupchat))
+        unwatch = self._watch_clears()
         try:
-            loop(self.manager, messages=messages, sender=sender, config=self.groupchat)
+            yield Call(loop, loop, (self.manager,), kwargs)
         except CheckpointConflictError:
             self.abandon()
             raise
         except Exception as exc:
-            self.finish("error", exc)
+            yield from self._finish_after(exc, "error")
             raise
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit
-            self.finish("cancelled", exc)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit, asyncio.CancelledError
+            yield from self._finish_after(exc, "cancelled")
             raise
+        finally:
+            unwatch()
         reason, detail = self.end_reason()
-        self.finish(reason, None, detail)
+        yield from self._finish_plan(reason, None, detail)
 
-    async def arun(self, loop: Callable[..., Awaitable[Any]], messages: list[dict[str, Any]], sender: Agent) -> None:
-        """Run AG2's async loop on our group chat and store the run's end, whatever happens."""
+    def _finish_after(self, exc: BaseException, reason: EndReason) -> Plan[None]:
+        """The run_end after the loop raised; in async chats nothing in it may replace the loop's error."""
         try:
-            await loop(self.manager, messages=messages, sender=sender, config=self.groupchat)
-        except CheckpointConflictError:
-            self.abandon()
-            raise
-        except Exception as exc:
-            await self._afinish_safely("error", exc)
-            raise
-        except BaseException as exc:  # asyncio.CancelledError, KeyboardInterrupt
-            await self._afinish_safely("cancelled", exc)
-            raise
-        reason, detail = self.end_reason()
-        await self.afinish(reason, None, detail)
-
-    async def _afinish_safely(self, reason: EndReason, exc: BaseException) -> None:
-        try:
-            await self.afinish(reason, exc)
+            yield from self._finish_plan(reason, exc, None)
         except BaseException:
+            if not self.is_async:
+                raise
             log.exception("could not store the run_end of %s", self.run_id)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from persistency.errors import CheckpointConflictError, PersistencyError
+from persistency.feature._drive import Plan, io, run_async, run_sync
 from persistency.models import Checkpoint
 from persistency.provider import PersistencyStorageProvider
 
@@ -58,27 +59,23 @@ class RunWriter:
         self.lost.append(LostCheckpoint(cp.checkpoint_id, cp.step, str(exc)))
         log.warning("checkpoint %s of session %s was not stored: %s", cp.checkpoint_id, cp.session_id, exc)
 
-    def save(self, cp: Checkpoint) -> None:
-        """Store ``cp`` now; raise or record the failure according to ``on_error``."""
+    def _save_plan(self, cp: Checkpoint) -> Plan[None]:
         self._link(cp)
         try:
-            self.provider.save_checkpoint(cp)
+            yield io(self.provider, "save_checkpoint", cp)
         except PersistencyError as exc:
             self._failed(cp, exc)
             return
         self.last_stored = cp.checkpoint_id
         self.saved += 1
 
+    def save(self, cp: Checkpoint) -> None:
+        """Store ``cp`` now; raise or record the failure according to ``on_error``."""
+        run_sync(self._save_plan(cp))
+
     async def asave(self, cp: Checkpoint) -> None:
         """`save` through the provider's async twin (never blocks the event loop)."""
-        self._link(cp)
-        try:
-            await self.provider.asave_checkpoint(cp)
-        except PersistencyError as exc:
-            self._failed(cp, exc)
-            return
-        self.last_stored = cp.checkpoint_id
-        self.saved += 1
+        await run_async(self._save_plan(cp))
 
 
 class BackgroundWriter:
