@@ -6,6 +6,8 @@ The tree::
       + InvalidIdentifierError         -- a session or checkpoint id that is empty, too long or path-like
       + CheckpointNotFoundError        -- no checkpoint (or session) with that id
       + CheckpointConflictError        -- a create-only write lost: that id already exists
+        - SessionBusyError             -- another worker holds a live lease on the session's run
+        - SessionDeletedError          -- the session was deleted (its generation advanced) under a live chat
       + CorruptCheckpointError         -- stored bytes that do not decode to a checkpoint
       + UnsupportedSchemaError         -- written by a newer version of this library
       + SerializationError             -- a checkpoint that cannot be written as JSON
@@ -15,8 +17,6 @@ The tree::
       + EncryptionError                -- a payload that cannot be decrypted with the key given
       + ResumeError                    -- a resume policy that cannot be applied to this session
       + CheckpointWriteError           -- checkpoints were lost while a run went on (on_error="continue")
-      + SessionBusyError               -- another worker holds a live lease on the session's run
-      + SessionDeletedError            -- the session was deleted (its generation advanced) under a live chat
       + AG2VersionError                -- AG2 Classic missing or outside the tested range (also an ImportError)
 
 Errors from the layer below (OSError, botocore, redis) are translated at the provider boundary
@@ -97,7 +97,7 @@ class CheckpointWriteError(PersistencyError):
     """Checkpoints that could not be stored while the run went on; lists what was lost."""
 
 
-class SessionBusyError(PersistencyError):
+class SessionBusyError(CheckpointConflictError):
     """Another worker holds a live lease on the session: nothing was touched; retry after `expires_at`."""
 
     def __init__(self, session_id: str, expires_at: float, message: str | None = None) -> None:
@@ -110,7 +110,7 @@ class SessionBusyError(PersistencyError):
         self.expires_at = expires_at
 
 
-class SessionDeletedError(PersistencyError):
+class SessionDeletedError(CheckpointConflictError):
     """The session was deleted (its generation advanced) under a live chat; the save was refused."""
 
 

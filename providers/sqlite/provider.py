@@ -74,6 +74,8 @@ class SqliteStorageProvider(SqliteLeases, StorageBackend):
 
     backend_name = "sqlite"
     schemes = ("sqlite",)
+    #: the generation is checked inside each write transaction (the feature needs no extra read per save)
+    checks_generation_on_write = True
 
     def __init__(self, url: str | os.PathLike[str], *, busy_timeout: float | None = None, fsync: bool | None = None,
                  cache_size: int | None = None, encryption_key: str | bytes | None = None) -> None:
