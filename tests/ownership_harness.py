@@ -9,6 +9,7 @@ and reports one JSON line: its outcome, its model calls, the transcript its chat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -45,6 +46,7 @@ class Job:
     fail_at: int | None = None
     kill_at: int | None = None
     start_at: float = 0.0  # wall-clock instant to start at (workers released together)
+    is_async: bool = False  # a_initiate_chat: the same plans on the provider's async twins
 
 
 def _gate(job: Job) -> Any:
@@ -101,7 +103,10 @@ def run_job(job: Job) -> dict[str, Any]:
             time.sleep(0.0005)
         try:
             with contextlib.redirect_stdout(_SINK):
-                user.initiate_chat(manager, message=job.message, silent=True)
+                if job.is_async:
+                    asyncio.run(user.a_initiate_chat(manager, message=job.message, silent=True))
+                else:
+                    user.initiate_chat(manager, message=job.message, silent=True)
             out["outcome"] = "ran" if feature.last_run_id is not None else "returned"
         except SessionBusyError as exc:
             out["outcome"], out["message"] = "busy", str(exc)

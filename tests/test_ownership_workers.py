@@ -98,12 +98,13 @@ def _killed_run(url: str, tmp_path: Path, at: int, ownership: dict[str, Any] | N
     assert report["outcome"] == "killed"
 
 
-@pytest.mark.parametrize("wait", [False, True], ids=["busy", "wait"])
+@pytest.mark.parametrize(("wait", "is_async"), [(False, False), (True, False), (True, True)],
+                         ids=["busy", "wait", "wait-async"])
 def test_an_unfinished_session_eight_workers_one_runs(url: str, tmp_path: Path, reference: list[str],
-                                                      wait: bool) -> None:
+                                                      wait: bool, is_async: bool) -> None:
     _leases_or_skip(url)
     _killed_run(url, tmp_path, at=4)
-    reports = _run_all(_jobs(url, tmp_path, WORKERS, "w", ownership=WAIT if wait else NO_WAIT))
+    reports = _run_all(_jobs(url, tmp_path, WORKERS, "w", ownership=WAIT if wait else NO_WAIT, is_async=is_async))
     winner = _check(reports, reference, others={"returned"} if wait else {"busy", "returned"})
     assert winner["calls"] == MAX_ROUND - 3  # steps 4..9: nothing paid twice
     infos, final = _stored(url)
@@ -196,12 +197,14 @@ def test_two_instances_with_a_delete_in_between_never_splice(url: str, tmp_path:
         assert p.list_checkpoint_ids("s") == [c.checkpoint_id for c in b]
 
 
-def test_a_killed_owner_is_taken_over_by_exactly_one_worker(url: str, tmp_path: Path, reference: list[str]) -> None:
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_killed_owner_is_taken_over_by_exactly_one_worker(url: str, tmp_path: Path, reference: list[str],
+                                                            is_async: bool) -> None:
     _leases_or_skip(url)
     _killed_run(url, tmp_path, at=6, ownership=NO_WAIT)  # dies holding its lease
     with provider_from_url(url) as p:
         assert p.current_lease("s") is not None  # type: ignore[attr-defined]
-    reports = _run_all(_jobs(url, tmp_path, WORKERS, "t", ownership=WAIT))
+    reports = _run_all(_jobs(url, tmp_path, WORKERS, "t", ownership=WAIT, is_async=is_async))
     winner = _check(reports, reference, others={"returned"})
     assert winner["calls"] == MAX_ROUND - 5
     infos, final = _stored(url)
