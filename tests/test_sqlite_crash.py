@@ -4,33 +4,20 @@ then resumed; and the two-worker race on a killed run (engine: `tests.campaign`)
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
 
 from persistency import provider_from_url
 from persistency.testing import make_checkpoint
-from tests.campaign import SECRET, CampaignError, CrashResult, calibrate, crash_trial, race_trial, scan_for_secrets
+from tests.campaign import SECRET, CampaignError, CrashResult, race_trial, scan_for_secrets
+from tests.test_reliability_crash import _campaign as campaign
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the campaign forks its chat processes")
 
 
 def _campaign(tmp_path: Path, kills: int, seed: str) -> list[CrashResult]:
-    run_seconds = calibrate(f"sqlite://{tmp_path}/calibration.db", "calibration")
-    rng = random.Random(seed)
-    results: list[CrashResult] = []
-    attempts = 0
-    while len(results) < kills:
-        attempts += 1
-        assert attempts < 4 * kills, f"the run kept ending before the kill: {results}"
-        mode = "in_save" if len(results) % 2 == 0 else "random"
-        r = crash_trial("sqlite", f"sqlite://{tmp_path}/t{attempts}.db", "s", seed=rng.randrange(2**32), mode=mode,
-                        run_seconds=run_seconds)
-        if r.killed:
-            assert r.survived, r
-            results.append(r)
-    return results
+    return campaign("sqlite", f"sqlite://{tmp_path}/store.db", kills, seed)
 
 
 def test_sigkill_at_random_instants_then_resume_is_exact(tmp_path: Path) -> None:

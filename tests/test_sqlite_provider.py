@@ -4,7 +4,6 @@ create-only across processes, generations, and ``persistency copy`` to and from 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -16,13 +15,12 @@ from persistency.providers.sqlite import SqliteStorageProvider
 
 from persistency import PersistencyStorageProvider, provider_from_url
 from persistency.errors import (
-    CheckpointConflictError,
     ProviderConfigError,
     SessionDeletedError,
     StorageUnavailableError,
 )
 from persistency.ids import checkpoint_id_for
-from persistency.testing import ProviderConformance, make_chain, make_checkpoint
+from persistency.testing import ProviderConformance, make_chain, make_checkpoint, race_in_processes
 from persistency.testing._lease_suite import LeaseConformance
 from tests.test_cli import populate, run
 
@@ -188,48 +186,19 @@ def test_listing_reads_the_info_column_only(tmp_path: Path) -> None:
 
 
 # -- create-only across processes ---------------------------------------------------------------------------------
-def _race_writer(url: str, i: int, barrier: Any, results: Any) -> None:
-    p = provider_from_url(url)
-    try:
-        parent = p.get_latest_checkpoint("race")
-        assert parent is not None
-        msgs = [*parent.messages, {"content": f"writer {i}", "role": "assistant", "name": "bob"}]
-        cp = make_checkpoint("race", 3, parent_id=parent.checkpoint_id, messages=msgs, metadata={"writer": i})
-        barrier.wait(60)
-        try:
-            p.save_checkpoint(cp)
-            results.put(f"won:{i}")
-        except CheckpointConflictError:
-            results.put("lost")
-    except BaseException as exc:
-        results.put(f"error:{type(exc).__name__}: {exc}")
-    finally:
-        p.close()
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forks writer processes")
 def test_create_only_race_across_eight_processes(tmp_path: Path) -> None:
     url = f"sqlite://{tmp_path}/race.db"
-    with provider_from_url(url) as p:
-        make_chain(p, "race", 2)
-    ctx = multiprocessing.get_context("fork")
-    for _round in range(3):
+    for attempt in range(3):
         with provider_from_url(url) as p:
-            p.delete_session("race")
-            make_chain(p, "race", 2)
-        n = 8
-        barrier, results = ctx.Barrier(n), ctx.Queue()
-        procs = [ctx.Process(target=_race_writer, args=(url, i, barrier, results)) for i in range(n)]
-        for proc in procs:
-            proc.start()
-        outcomes = [results.get(timeout=120) for _ in range(n)]
-        for proc in procs:
-            proc.join(60)
-        winners = [o for o in outcomes if o.startswith("won:")]
-        assert len(winners) == 1 and outcomes.count("lost") == n - 1, outcomes
+            base = make_chain(p, f"race{attempt}", 2)
+        msgs = [*base[-1].messages, {"content": "a reply", "role": "assistant", "name": "bob"}]
+        cp = make_checkpoint(f"race{attempt}", 3, parent_id=base[-1].checkpoint_id, messages=msgs)
+        outcomes = race_in_processes(lambda: provider_from_url(url), cp, 8)
+        winners = [i for i, o in outcomes.items() if o == "won"]
+        assert len(winners) == 1 and sorted(outcomes.values()).count("lost") == 7, outcomes
         with provider_from_url(url) as p:
-            got = p.get_checkpoint("race", checkpoint_id_for(1, 3))
-            assert got.metadata == {"writer": int(winners[0].split(":")[1])}
+            assert p.get_checkpoint(f"race{attempt}", checkpoint_id_for(1, 3)).metadata == {"writer": winners[0]}
 
 
 # -- generations: a delete under a live chat, two instances ------------------------------------------------------
