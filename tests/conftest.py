@@ -15,7 +15,7 @@ import pytest
 
 from persistency import PersistencyStorageProvider, provider_from_url
 
-pytest_plugins = ["tests.servers.redis_server", "tests.servers.s3_server"]
+pytest_plugins = ["pytester", "tests.servers.redis_server", "tests.servers.s3_server"]
 
 BACKENDS = ["file", "memory", "redis", "redis_cluster", "s3"]
 

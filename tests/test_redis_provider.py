@@ -25,13 +25,13 @@ import redis.asyncio.connection
 import redis.cluster
 import redis.connection
 from persistency.providers.redis import RedisStorageProvider
+from persistency.providers.redis.calls import drive
 from redis.crc import key_slot
 
 from persistency import provider_from_url
 from persistency.encryption import generate_key
 from persistency.errors import (
     CheckpointConflictError,
-    CheckpointNotFoundError,
     CorruptCheckpointError,
     EncryptionError,
     PersistencyError,
@@ -41,6 +41,7 @@ from persistency.errors import (
 from persistency.ids import checkpoint_id_for
 from persistency.models import Checkpoint
 from persistency.provider import PersistencyStorageProvider
+from persistency.storage.codec import encode
 from persistency.testing import ProviderConformance, make_chain, make_checkpoint
 from tests.servers.redis_server import free_port
 
@@ -292,7 +293,7 @@ def test_keyword_credentials_db_and_timeouts_win_over_the_url(redis_url: str) ->
     with provider_from_url(bad_user, username="default", password="any", db=3, socket_timeout=7.5) as p:
         make_chain(p, "kw-db", 1)  # "nobody" would be refused; the keyword's "default" user is not
         assert isinstance(p, RedisStorageProvider)
-        kwargs = p._client().connection_pool.connection_kwargs
+        kwargs = p._conn.sync_client().connection_pool.connection_kwargs
         assert (kwargs["db"], kwargs["socket_timeout"], kwargs["username"]) == (3, 7.5, "default")
         with redis.Redis(host=parts.hostname or "", port=parts.port or 6379, db=3) as db3:
             assert db3.exists(f"{prefix_of(redis_url)}:{{kw-db}}:ids")
@@ -408,7 +409,7 @@ def test_a_retried_save_is_not_taken_for_a_conflict(
     provider: RedisStorageProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A save whose reply was lost is sent again by redis-py's Retry; its token makes it idempotent."""
-    import persistency.providers.redis as mod
+    import persistency.providers.redis.plans as mod
 
     monkeypatch.setattr(mod.secrets, "token_hex", lambda n: "same-token")
     cp = make_checkpoint("retry", 1)
@@ -564,8 +565,30 @@ def test_a_missing_base_is_corrupt_not_silently_short(provider: RedisStorageProv
         admin.hdel(f"{p}:{part}", chain[1].checkpoint_id)
     with pytest.raises(CorruptCheckpointError, match="missing"):
         provider.get_checkpoint("hole", chain[-1].checkpoint_id)
-    with pytest.raises(CheckpointNotFoundError):
+    # still listed in the session's index: damage, not "no such checkpoint"
+    with pytest.raises(CorruptCheckpointError, match="listed but its record is missing"):
         provider.get_checkpoint("hole", chain[1].checkpoint_id)
+
+
+def test_an_orphan_id_at_the_end_of_the_index_is_damage_not_an_empty_session(
+    provider: RedisStorageProvider, url: str, admin: Any
+) -> None:
+    make_chain(provider, "orphan", 2)
+    admin.zadd(f"{prefix_of(url)}:{{orphan}}:ids", {"000001-0000009": 0})
+    with pytest.raises(CorruptCheckpointError, match="000001-0000009"):
+        provider.get_latest_checkpoint("orphan")
+    with pytest.raises(CorruptCheckpointError, match="000001-0000009"):
+        provider.list_checkpoints("orphan")
+
+
+def test_partial_eviction_is_damage_not_an_empty_session(provider: RedisStorageProvider, url: str, admin: Any) -> None:
+    make_chain(provider, "evicted", 2)
+    admin.delete(f"{prefix_of(url)}:{{evicted}}:ids")  # what allkeys-lru may do to one key of a session
+    assert provider.list_sessions() == ["evicted"]
+    with pytest.raises(CorruptCheckpointError, match="index is missing"):
+        provider.get_latest_checkpoint("evicted")
+    with pytest.raises(CorruptCheckpointError, match="index is missing"):
+        provider.list_checkpoints("evicted")
 
 
 def test_every_error_is_a_persistency_error(provider: RedisStorageProvider) -> None:
@@ -744,7 +767,7 @@ class _ReplyDroppingProxy:
 
 
 def test_a_save_whose_reply_is_lost_is_retried_and_not_taken_for_a_conflict(redis_url: str) -> None:
-    from persistency.providers.redis import _SCRIPTS
+    from persistency.providers.redis.scripts import SCRIPTS as _SCRIPTS
 
     parts = urlsplit(redis_url)
     proxy = _ReplyDroppingProxy(int(parts.port or 6379), _SCRIPTS["save"][0].encode())
@@ -826,7 +849,7 @@ def _step(provider: RedisStorageProvider, plan: Any, reply: Any = None) -> tuple
         op = plan.send(reply)
     except StopIteration as stop:
         return None, stop.value
-    return op, provider._execute(provider._client(), op)
+    return op, drive(provider._conn._op_calls(provider._conn.sync_client(), op))
 
 
 def _finish(provider: RedisStorageProvider, plan: Any, reply: Any) -> None:
@@ -838,9 +861,9 @@ def _finish(provider: RedisStorageProvider, plan: Any, reply: Any) -> None:
 def test_a_delete_between_the_index_entry_and_the_first_record_leaves_the_session_listed(url: str) -> None:
     with provider_from_url(url) as writer, provider_from_url(url) as deleter:
         assert isinstance(writer, RedisStorageProvider)
-        plan = writer._save_plan(make_checkpoint("racy", 1))
+        plan = writer._layout.write_plan(encode(make_checkpoint("racy", 1), None))
         op, reply = _step(writer, plan)  # connect
-        if writer._cluster:
+        if writer._conn.cluster:
             op, reply = _step(writer, plan, reply)
             assert op.args[0] == "ZADD"  # the index entry, before the record
         deleter.delete_session("racy")  # a delete lands before the record
@@ -853,7 +876,7 @@ def test_a_first_save_inside_a_delete_leaves_the_session_listed(url: str) -> Non
     with provider_from_url(url) as writer, provider_from_url(url) as deleter:
         assert isinstance(deleter, RedisStorageProvider)
         make_chain(writer, "racy2", 2)
-        plan = deleter._delete_plan("racy2")
+        plan = deleter._layout.delete_plan("racy2")
         op, reply = _step(deleter, plan)  # connect
         op, reply = _step(deleter, plan, reply)  # the session's keys are gone
         assert op.name == "delete"
@@ -969,15 +992,17 @@ def _stopped(proc: Any) -> Any:
 
 def test_min_replicas_waits_on_the_writing_connection(primary_with_replica: tuple[Any, Any]) -> None:
     primary, replica = primary_with_replica
-    url = f"{primary.url}?key_prefix=w&min_replicas=1&replica_timeout=0.5"
-    with provider_from_url(url) as p:
+    # WAIT returns as soon as the replica acknowledges, so a live replica gets a generous timeout (no
+    # race with a busy machine); only the frozen one, which never acknowledges, meets a short timeout.
+    url = f"{primary.url}?key_prefix=w&min_replicas=1&replica_timeout=60"
+    with provider_from_url(url) as p, provider_from_url(url, replica_timeout=0.2) as short:
         chain = make_chain(p, "wait", 2)
         with round_trips() as n:
             more = make_chain(p, "wait", 1, start=chain[-1])
         assert n[0] == 1  # the script and WAIT share one pipeline
         with _stopped(replica.proc):  # the replica cannot acknowledge: the save says so
             with pytest.raises(StorageUnavailableError, match="written on the primary, but only 0 of 1"):
-                make_chain(p, "wait", 1, start=more[-1])
+                make_chain(short, "wait", 1, start=more[-1])
         stored = p.get_latest_checkpoint("wait")  # it is on the primary all the same
         assert stored is not None and stored.step == 4
         assert make_chain(p, "wait", 1, start=stored)[0].step == 5  # and the chain goes on
@@ -985,12 +1010,16 @@ def test_min_replicas_waits_on_the_writing_connection(primary_with_replica: tupl
 
 async def test_min_replicas_async(primary_with_replica: tuple[Any, Any]) -> None:
     primary, replica = primary_with_replica
-    p = provider_from_url(f"{primary.url}?key_prefix=wa&min_replicas=1&replica_timeout=0.5")
+    url = f"{primary.url}?key_prefix=wa&min_replicas=1"
+    p = provider_from_url(url, replica_timeout=60)
+    short = provider_from_url(url, replica_timeout=0.2)
     try:
         first = make_checkpoint("await", 1)
         await p.asave_checkpoint(first)
+        await short.aget_latest_checkpoint("await")  # the parent's lineage is cached before the freeze
         with _stopped(replica.proc):
             with pytest.raises(StorageUnavailableError, match="only 0 of 1"):
-                await p.asave_checkpoint(make_checkpoint("await", 2, parent_id=first.checkpoint_id))
+                await short.asave_checkpoint(make_checkpoint("await", 2, parent_id=first.checkpoint_id))
     finally:
         await p.aclose()
+        await short.aclose()

@@ -379,7 +379,7 @@ def test_a_save_whose_reply_is_lost_is_retried_and_the_chat_goes_on(
     try:
         url = _redis_url(proxy.port) if backend == "redis" else _s3_url(proxy.port)
         if backend == "redis":
-            from persistency.providers.redis import _SCRIPTS
+            from persistency.providers.redis.scripts import SCRIPTS as _SCRIPTS
 
             marker = _SCRIPTS["save"][0].encode()
         else:

@@ -7,7 +7,7 @@ read, one at a time or a chain at once.
 
 from __future__ import annotations
 
-import copy
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,12 +26,17 @@ SEALED_ERROR_TEXT = "(error text sealed with the payload: load the checkpoint wi
 def _resolve(delta: dict[str, Any], keyframe: dict[str, Any] | None, where: str) -> dict[str, Any]:
     """The full value of a dedup field; a deep copy, so callers never share cached state."""
     if "full" in delta:
-        return copy.deepcopy(delta["full"])  # type: ignore[no-any-return]
+        return _copy(delta["full"])
     if keyframe is None:
         raise CorruptCheckpointError(f"{where}: refers to {delta['ref']!r}, which is missing")
     out = {k: v for k, v in keyframe.items() if k not in delta.get("unset", [])}
     out.update(delta.get("set", {}))
-    return copy.deepcopy(out)
+    return _copy(out)
+
+
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of JSON data, in C (faster than ``copy.deepcopy``, and as deep as the encoder goes)."""
+    return json.loads(json.dumps(value, separators=(",", ":")))  # type: ignore[no-any-return]
 
 
 def _keyframe_value(delta: dict[str, Any], name: str, fetch_info: Callable[[str], dict[str, Any]],

@@ -36,7 +36,7 @@ from persistency.storage.lease import Lease
 from persistency.storage.ops import Plan
 from persistency.storage.options import BackendOptions, validate_options
 from persistency.storage.plans import ContractPlans
-from persistency.storage.records import NewRecord
+from persistency.storage.records import NewRecord, Record
 
 __all__ = ["StorageBackend"]
 
@@ -126,6 +126,11 @@ class StorageBackend(ContractPlans, PersistencyStorageProvider):
     @abstractmethod
     def delete_records(self, session_id: str) -> None:
         """Remove everything stored for the session (no error if absent), advancing its generation."""
+
+    def decode_stored(self, session_id: str, checkpoint_id: str, data: bytes) -> Record:
+        """Decode bytes this backend stored (checksums, the key and the ids checked), for a backend that
+        must look inside its records (compaction): the `Record` with its raw info and deltas."""
+        return self._decode(session_id, checkpoint_id, data)
 
     def describe(self, session_id: str, checkpoint_id: str | None = None) -> str:
         """Where a record or session lives, for messages (never a secret); override to name a path or key."""

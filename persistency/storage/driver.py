@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 from persistency.errors import PersistencyError, StorageUnavailableError
-from persistency.storage.ops import PRIMITIVES, Plan
+from persistency.storage.ops import PRIMITIVES, Plan, StaleParent
 
 __all__ = ["Call", "PlanDriver"]
 
@@ -35,12 +35,14 @@ class PlanDriver(Generic[T]):
         self._backend = backend_name
         self._plan = plan
         self.reply: Any = None
+        self._signal: StaleParent | None = None
         self.result: T
 
     def __iter__(self) -> Iterator[Call]:
         while True:
             try:
-                op = self._plan.send(self.reply)
+                signal, self._signal = self._signal, None
+                op = self._plan.throw(signal) if signal is not None else self._plan.send(self.reply)
             except StopIteration as stop:
                 self.result = stop.value
                 return
@@ -53,6 +55,8 @@ class PlanDriver(Generic[T]):
         """A backend's raw failure becomes `StorageUnavailableError` naming the backend, cause kept."""
         try:
             yield
+        except StaleParent as signal:  # for the plan to handle: thrown back into it
+            self._signal = signal
         except PersistencyError:
             raise
         except Exception as exc:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from persistency.storage.records import NewRecord
 
-__all__ = ["Delete", "ListIds", "ListSessions", "Op", "Plan", "Read", "ReadChain", "ReadInfos", "Write"]
+__all__ = ["Delete", "ListIds", "ListSessions", "Op", "Plan", "Read", "ReadChain", "ReadInfos", "StaleParent", "Write"]
 
 T = TypeVar("T")
 
@@ -66,6 +66,11 @@ class Delete:
     """``delete_records(session_id)``: remove the session and advance its generation. Reply: None."""
 
     session_id: str
+
+
+class StaleParent(Exception):
+    """Raised by ``write_record`` when the stored parent is not the one the record was encoded against
+    (the session was deleted and re-created by another writer): the base re-reads it and encodes again."""
 
 
 Op = Write | Read | ReadChain | ReadInfos | ListIds | ListSessions | Delete

@@ -11,14 +11,19 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from persistency.errors import CheckpointNotFoundError, CorruptCheckpointError, InvalidIdentifierError
+from persistency.errors import (
+    CheckpointConflictError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    InvalidIdentifierError,
+)
 from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.storage.assemble import info_from_raw, lineage_of, materialize
 from persistency.storage.cache import LRUCache
 from persistency.storage.decode import decode_info_line, decode_record
 from persistency.storage.encode import SEALED_ERROR, encode
-from persistency.storage.ops import Delete, ListIds, ListSessions, Plan, Read, ReadChain, ReadInfos, Write
+from persistency.storage.ops import Delete, ListIds, ListSessions, Plan, Read, ReadChain, ReadInfos, StaleParent, Write
 from persistency.storage.options import check_limit
 from persistency.storage.records import Lineage, Record
 
@@ -75,10 +80,11 @@ class ContractPlans:
                 )
         records.update(got)
 
-    def _gather_plan(self, sid: str, head: Record, records: dict[str, Record]) -> Plan[None]:
-        """Read the head's base chain and the keyframes it names, where ``records`` lacks them."""
+    def _gather_plan(self, sid: str, head: Record, records: dict[str, Record], *, chain: bool = True) -> Plan[None]:
+        """Read the head's base chain (unless not ``chain``) and the keyframes it names, where ``records``
+        lacks them."""
         cur, seen = head, {head.checkpoint_id}
-        while cur.base is not None:
+        while chain and cur.base is not None:
             if cur.base in seen:
                 raise CorruptCheckpointError(f"{cur.where}: base chain loops at {cur.base!r}")
             seen.add(cur.base)
@@ -128,9 +134,9 @@ class ContractPlans:
         self._lineages.put((sid, head_id), lineage)
         return checkpoint
 
-    def _lineage_plan(self, sid: str, pid: str, cid: str) -> Plan[Lineage]:
+    def _lineage_plan(self, sid: str, pid: str, cid: str, *, cached: bool = True) -> Plan[Lineage]:
         """What the encoder needs of the parent: from the cache, else read from storage."""
-        hit: Lineage | None = self._lineages.get((sid, pid))
+        hit: Lineage | None = self._lineages.get((sid, pid)) if cached else None
         if hit is not None:
             return hit
         rows = yield Read(sid, (pid,))
@@ -138,7 +144,7 @@ class ContractPlans:
             raise CheckpointNotFoundError(f"checkpoint {cid!r} names parent {pid!r}, which is not in session {sid!r}")
         records = self._decode_all(sid, rows)
         parent = records[pid]
-        yield from self._gather_plan(sid, parent, records)
+        yield from self._gather_plan(sid, parent, records, chain=False)  # a lineage needs the keyframes only
         lineage = yield from self._resolve_plan(sid, records, lambda fetch: lineage_of(parent, fetch))
         self._lineages.put((sid, pid), lineage)
         return lineage
@@ -147,12 +153,22 @@ class ContractPlans:
         """Store ``checkpoint`` create-only, keeping only what is new since its parent."""
         sid = validate_id(checkpoint.session_id, "session_id")
         cid = validate_id(checkpoint.checkpoint_id, "checkpoint_id")
-        parent = None
-        if checkpoint.parent_id is not None:
-            parent = yield from self._lineage_plan(sid, validate_id(checkpoint.parent_id, "parent_id"), cid)
-        record = encode(checkpoint, parent, self._cipher)
-        yield Write(record)
-        self._lineages.put((sid, cid), record.lineage)
+        pid = None if checkpoint.parent_id is None else validate_id(checkpoint.parent_id, "parent_id")
+        for attempt in range(3):
+            parent = None if pid is None else (yield from self._lineage_plan(sid, pid, cid, cached=attempt == 0))
+            record = encode(checkpoint, parent, self._cipher)
+            try:
+                yield Write(record)
+            except StaleParent:
+                self._lineages.drop_session(sid)  # the session was re-created under us: re-read the parent
+                self._stripped.drop_session(sid)
+                continue
+            self._lineages.put((sid, cid), record.lineage)
+            return
+        raise CheckpointConflictError(
+            f"checkpoint {cid!r}: its parent {pid!r} in session {sid!r} kept changing while saving "
+            "(the session is being deleted and re-created concurrently)"
+        )
 
     def _list_plan(self, session_id: str, run_id: str | None, limit: object,
                    before: str | None) -> Plan[list[CheckpointInfo]]:

@@ -117,6 +117,12 @@ class FilesystemStorageProvider(StorageBackend):
         self.url = raw
         self._root = root.rstrip("/") or "/"
         self._files: Files
+        if storage_options and isinstance(fs, LocalFileSystem | MemoryFileSystem):
+            # these take no options worth passing; an unknown name is a typo, never silently ignored
+            raise ProviderConfigError(
+                f"filesystem option(s) refused: {', '.join(sorted(storage_options))} (unknown option; the options "
+                f"are: {', '.join(FilesystemOptions.model_fields)}, encryption_key)"
+            )
         if isinstance(fs, LocalFileSystem):
             if os.path.exists(self._root) and not os.path.isdir(self._root):
                 raise ProviderConfigError(f"filesystem root {self._root!r} exists and is not a folder")

@@ -25,7 +25,7 @@ from typing import Any
 from persistency.errors import CorruptCheckpointError
 from persistency.storage import Lease
 
-from ._leases import check_lease, check_lease_args, check_ttl, new_token
+from .._leases import check_lease, check_lease_args, check_ttl, new_token
 
 __all__ = ["RedisLeases"]
 

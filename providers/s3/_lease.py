@@ -29,7 +29,7 @@ from persistency.errors import CorruptCheckpointError, StorageUnavailableError
 from persistency.ids import validate_id
 from persistency.storage import Lease
 
-from ._leases import check_lease, check_lease_args, check_ttl, new_token
+from .._leases import check_lease, check_lease_args, check_ttl, new_token
 
 __all__ = ["S3Leases"]
 

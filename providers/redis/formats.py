@@ -1,0 +1,89 @@
+"""How a record sits in Redis: the info line in one hash, the payload (with a small header) in another.
+
+A payload value is ``NONCE BASE ENC SUM\\n`` then the record's payload line, zlib-compressed when
+that is smaller (ENC ``z``) or plain (``j``). NONCE is the writer's token (a retried save knows
+itself by it), BASE the base pointer the load script follows without parsing JSON, SUM a checksum
+of the header itself, so that a change to any byte stored is detected: the record's own
+checksums cover the info and payload lines. Values of 0.1 have no SUM and are read as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from typing import Any
+
+from persistency.errors import CorruptCheckpointError
+from persistency.storage.codec import sum_hex
+
+__all__ = ["base_of", "pack_payload", "rows", "signature", "text", "unpack_payload"]
+
+_COMPRESS_MIN = 256
+
+
+def text(value: bytes | str) -> str:
+    """A reply item as text (ids are ASCII; anything else is shown, not trusted)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def signature(info_line: bytes, payload_value: bytes) -> str:
+    """What the save script compares against the stored parent (``redis.sha1hex`` of its two values)."""
+    return hashlib.sha1(info_line + b"\n" + payload_value).hexdigest()  # noqa: S324 - identity, not security
+
+
+def pack_payload(nonce: str, base: str | None, body: bytes, compress: bool) -> bytes:
+    """The stored payload value: the header, then ``body`` (compressed when that is smaller)."""
+    encoding = b"j"
+    if compress and len(body) > _COMPRESS_MIN:
+        packed = zlib.compress(body, 1)
+        if len(packed) < len(body):
+            body, encoding = packed, b"z"
+    head = f"{nonce} {base or '-'} ".encode() + encoding
+    return head + b" " + sum_hex(b"redis-header", head) + b"\n" + body
+
+
+def unpack_payload(value: bytes, where: str) -> bytes:
+    """The payload line of a stored payload value (`pack_payload` undone, every byte checked)."""
+    header, sep, body = value.partition(b"\n")
+    parts = header.split(b" ")
+    if not sep or len(parts) not in (3, 4):
+        raise CorruptCheckpointError(f"{where}: the payload's header is damaged")
+    if len(parts) == 4 and sum_hex(b"redis-header", b" ".join(parts[:3])) != parts[3]:
+        raise CorruptCheckpointError(f"{where}: the payload's header fails its checksum")
+    if parts[2] == b"z":
+        try:
+            return zlib.decompress(body)
+        except zlib.error as exc:
+            raise CorruptCheckpointError(f"{where}: the compressed payload is damaged ({exc})") from exc
+    if parts[2] != b"j":
+        raise CorruptCheckpointError(f"{where}: unknown payload encoding {parts[2]!r}")
+    return body
+
+
+def base_of(value: bytes) -> str | None:
+    """The base pointer in a payload value's header (None for a transcript stored whole)."""
+    parts = value.partition(b"\n")[0].split(b" ")
+    return None if len(parts) < 2 or parts[1] == b"-" else text(parts[1])
+
+
+def rows(reply: Any, where: Any) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Record bytes by id, and each one's signature, from a load/fetch reply ``{ids, infos, payloads}``.
+
+    ``where(id)`` names a record for messages. A record with one of its two values missing is
+    damage (partial eviction, a crash of a non-atomic tool), never skipped.
+    """
+    out: dict[str, bytes] = {}
+    sigs: dict[str, str] = {}
+    if not reply:
+        return out, sigs
+    ids, infos, payloads = reply
+    for raw_id, info, payload in zip(ids, infos, payloads, strict=True):
+        cid = text(raw_id)
+        if info is None and payload is None:
+            continue
+        if info is None or payload is None:
+            part = "info" if info is None else "payload"
+            raise CorruptCheckpointError(f"{where(cid)}: the record's {part} is missing (evicted or damaged)")
+        out[cid] = info + b"\n" + unpack_payload(payload, where(cid))
+        sigs[cid] = signature(info, payload)
+    return out, sigs
