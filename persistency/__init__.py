@@ -21,6 +21,8 @@ from persistency.errors import (
     ProviderConfigError,
     ResumeError,
     SerializationError,
+    SessionBusyError,
+    SessionDeletedError,
     StorageUnavailableError,
     UnsupportedSchemaError,
 )
@@ -32,6 +34,7 @@ from persistency.registry import DEFAULT_URL, provider_from_url
 
 if TYPE_CHECKING:
     from persistency.feature import LostCheckpoint, Persistency
+    from persistency.feature._ownership import Ownership
     from persistency.rebuild import RebuiltChat, continue_chat, rebuild_chat, recreate_agents_from_checkpoint
     from persistency.scripted import ScriptedModelClient
 
@@ -41,6 +44,7 @@ __version__ = "0.1.0"
 # listing, the providers) does not pay for importing autogen.
 _LAZY = {
     "LostCheckpoint": "persistency.feature",
+    "Ownership": "persistency.feature._ownership",
     "Persistency": "persistency.feature",
     "RebuiltChat": "persistency.rebuild",
     "ScriptedModelClient": "persistency.scripted",
@@ -68,6 +72,7 @@ __all__ = [
     "InvalidIdentifierError",
     "LostCheckpoint",
     "MissingDependencyError",
+    "Ownership",
     "Persistency",
     "PersistencyError",
     "PersistencyStorageProvider",
@@ -77,6 +82,8 @@ __all__ = [
     "ResumePolicy",
     "ScriptedModelClient",
     "SerializationError",
+    "SessionBusyError",
+    "SessionDeletedError",
     "StorageUnavailableError",
     "UnsupportedSchemaError",
     "__version__",
