@@ -295,8 +295,7 @@ def claim_plan(provider: PersistencyStorageProvider, session_id: str, settings: 
         expires_at = held.expires_at if held is not None else time.time() + settings.poll
         delay = next_wait(now=time.monotonic(), give_up_at=give_up_at, until_free=expires_at - time.time(),
                           poll=settings.poll)
-        if delay is None:
-            settings.take_request_id()
+        if delay is None:  # the request id stays set: the caller's retry is the same request
             raise SessionBusyError(session_id, expires_at)
         yield io(lio, "sleep", delay)
 
