@@ -38,7 +38,6 @@ def test_the_scripted_helpers_accept_lone_surrogates() -> None:
     assert chat.transcript()[2]["content"] == LONE
 
 
-@pytest.mark.xfail(strict=True, reason="needs p14 codec")
 @pytest.mark.parametrize("on_error", ["raise", "continue"])
 def test_a_lone_surrogate_is_stored_and_resumed_exactly(tmp_path: Path, on_error: str) -> None:
     plain = _chat()
