@@ -86,18 +86,23 @@ class DeskPattern(DefaultPattern):
     def prepare_group_chat(self, max_rounds: int, messages: Any) -> Any:
         """AG2's preparation, then a first reply function on every agent that reports the step."""
         prepared = super().prepare_group_chat(max_rounds=max_rounds, messages=messages)
-        for a in self.agents:  # after AG2's own update_agent_state hook, which rebuilds the client
-            keep_registered(a)
-        groupchat, on_turn = prepared[7], self.on_turn
-        if on_turn is not None:
-
-            def report(recipient: Any, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
-                on_turn(len(groupchat.messages) + 1)
-                return False, None
-
-            for agent in groupchat.agents:
-                agent.register_reply([Agent, None], report, position=0)
+        report_steps(self.agents, prepared[7], self.on_turn)
         return prepared
+
+
+def report_steps(agents: list[ConversableAgent], groupchat: Any, on_turn: "Turn | None") -> None:
+    """Keep the scripted clients registered, and tell ``on_turn`` each step about to be produced."""
+    for a in agents:  # after AG2's own update_agent_state hook, which rebuilds the client
+        keep_registered(a)
+    if on_turn is None:
+        return
+
+    def report(recipient: Any, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
+        on_turn(len(groupchat.messages) + 1)
+        return False, None
+
+    for agent in groupchat.agents:
+        agent.register_reply([Agent, None], report, position=0)
 
 
 def build_desk(call_log: str | None = None, on_turn: "Turn | None" = None) -> tuple["DeskPattern", ConversableAgent]:

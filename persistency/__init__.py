@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from persistency.errors import (
+    AG2VersionError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     CheckpointWriteError,
@@ -62,6 +63,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_URL",
     "SCHEMA_VERSION",
+    "AG2VersionError",
     "Checkpoint",
     "CheckpointConflictError",
     "CheckpointInfo",

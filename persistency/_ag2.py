@@ -9,7 +9,6 @@ an AG2 outside that range.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +46,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 def require_ag2() -> str:
     """The installed AG2 Classic version; `AG2VersionError` if it is missing or outside the tested range."""
     try:
-        autogen = importlib.import_module("autogen")
+        import autogen
     except ImportError as exc:
         raise AG2VersionError(f"the Persistency feature needs AG2 Classic (module 'autogen'): {_EXTRAS}") from exc
     version = str(getattr(autogen, "__version__", "") or "")

@@ -15,6 +15,7 @@ from persistency.ids import validate_id
 __all__ = ["PolicyKind", "ResumePolicy"]
 
 PolicyKind = Literal["resume_latest", "resume_from", "fresh_with_history", "fresh"]
+_KINDS = ("resume_latest", "resume_from", "fresh_with_history", "fresh")
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,19 @@ class ResumePolicy:
     max_rounds: int | None = None
 
     def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"kind must be one of {', '.join(_KINDS)}, not {self.kind!r}")
         if self.checkpoint_id is not None:
+            if not isinstance(self.checkpoint_id, str):
+                raise TypeError(f"checkpoint_id must be a str, not {type(self.checkpoint_id).__name__}")
+            if self.kind in ("resume_latest", "fresh"):
+                raise ValueError(f"{self.kind} takes no checkpoint_id")
             validate_id(self.checkpoint_id, "checkpoint_id")
-        if self.max_rounds is not None and (
-            not isinstance(self.max_rounds, int) or isinstance(self.max_rounds, bool) or self.max_rounds < 1
-        ):
-            raise ValueError(f"max_rounds must be a positive integer, not {self.max_rounds!r}")
+        if self.max_rounds is not None:
+            if not isinstance(self.max_rounds, int) or isinstance(self.max_rounds, bool):
+                raise TypeError(f"max_rounds must be a positive integer, not {type(self.max_rounds).__name__}")
+            if self.max_rounds < 1:
+                raise ValueError(f"max_rounds must be a positive integer, not {self.max_rounds!r}")
         if self.kind == "resume_from" and self.checkpoint_id is None:
             raise ValueError("resume_from needs a checkpoint_id")
 

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
-import signal
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autogen import Agent, ConversableAgent, GroupChat
+from autogen import ConversableAgent, GroupChat
 from autogen.agentchat.group import ContextVariables
 from autogen.agentchat.group.multi_agent_chat import (
     a_initiate_group_chat,
@@ -31,7 +28,9 @@ from autogen.agentchat.group.multi_agent_chat import (
 from autogen.agentchat.group.patterns import AutoPattern, ManualPattern, RoundRobinPattern
 from autogen.events.agent_events import InputRequestEvent
 
-from persistency.scripted import ScriptedModelClient, keep_registered, scripted_config
+from persistency.scripted import ScriptedModelClient, scripted_config
+from tests.helpers_ag2 import Crash as Crash  # re-exported for the pattern tests
+from tests.helpers_ag2 import Faults
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("default", "round_robin", "auto", "manual")
@@ -52,25 +51,11 @@ def _load_example() -> Any:
 desk = _load_example()
 
 
-class Crash(RuntimeError):
-    """The failure injected before a step."""
-
-
-@dataclass
-class Turns:
-    """Where a chat stops: ``raise_at`` / ``kill_at`` is the step about to be produced."""
-
-    raise_at: int | None = None
-    kill_at: int | None = None
-    seen: list[int] = field(default_factory=list)
+class Turns(Faults):
+    """`Faults` called with the step about to be produced (raises `Crash`, or SIGKILLs the process)."""
 
     def __call__(self, step: int) -> None:
-        self.seen.append(step)
-        if self.kill_at == step:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if self.raise_at == step:
-            self.raise_at = None
-            raise Crash(f"injected failure before step {step}")
+        self.check(step)
 
 
 class SelectorClient(ScriptedModelClient):
@@ -109,17 +94,7 @@ class _Reporting:
         prepared = super().prepare_group_chat(max_rounds=max_rounds, messages=messages)  # type: ignore[misc]
         groupchat, manager = prepared[7], prepared[8]
         self.groupchat = groupchat
-        for a in self.agents:  # type: ignore[attr-defined]
-            keep_registered(a)
-        turns = self.turns
-        if turns is not None:
-
-            def report(recipient: Any, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
-                turns(len(groupchat.messages) + 1)
-                return False, None
-
-            for agent in groupchat.agents:
-                agent.register_reply([Agent, None], report, position=0)
+        desk.report_steps(self.agents, groupchat, self.turns)  # type: ignore[attr-defined]
         if self.kind == "auto":  # the loop runs on the manager's copy of the group chat: set both
             names = [a.name for a in self.agents]  # type: ignore[attr-defined]
             selector = scripted_config([], model="selector", agents=names, call_log=self.call_log)

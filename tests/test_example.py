@@ -36,15 +36,8 @@ def test_mathchat_example_runs_offline(tmp_path: Path) -> None:
 
 def test_support_desk_pattern_example_resumes_exactly_after_a_sigkill(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PERSISTENCY_URL")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "support_desk_pattern.py"), "--dir", str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    script = [sys.executable, str(ROOT / "examples" / "support_desk_pattern.py"), "--dir", str(tmp_path)]
+    proc = subprocess.run(script, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "child exit code -9" in out

@@ -31,6 +31,7 @@ from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
 from persistency import _ag2
 from persistency.errors import PersistencyError, SerializationError
+from persistency.feature._args import check_arguments
 from persistency.feature._drive import run_async, run_sync
 from persistency.feature._pattern import PatternHook, is_pattern, pattern_spec
 from persistency.feature._run import Run
@@ -44,10 +45,9 @@ from persistency.registry import provider_from_url
 
 __all__ = ["AG2_VERSION", "Durability", "LostCheckpoint", "OnError", "Persistency"]
 
-log = logging.getLogger("persistency")
+log = logging.getLogger(__name__)
 
 Durability = Literal["sync", "async", "exit"]
-_DURABILITIES = ("sync", "async", "exit")
 
 
 class Persistency:
@@ -65,7 +65,12 @@ class Persistency:
         on_error: "raise" (default: a checkpoint that cannot be stored stops the chat with the
             provider's `PersistencyError`) or "continue" (the chat goes on; `lost_checkpoints`
             lists what was not stored, and the next stored checkpoint carries the missing messages).
-        max_pending: the background writer's queue bound ("async" durability).
+        max_pending: the background writer's queue bound ("async" durability), a positive integer.
+        on_checkpoint: called with the `CheckpointInfo` of each checkpoint once it is stored (from the
+            writer's thread with "async" durability); an exception in it is logged, never breaks the chat.
+
+    Every argument is checked here: a wrong type is a `TypeError`, a wrong value a `ValueError`,
+    each naming the argument.
     """
 
     def __init__(
@@ -78,20 +83,27 @@ class Persistency:
         durability: Durability = "sync",
         on_error: OnError = "raise",
         max_pending: int = 64,
+        on_checkpoint: Callable[[CheckpointInfo], None] | None = None,
     ) -> None:
+        check_arguments(
+            policy=policy,
+            durability=durability,
+            on_error=on_error,
+            max_pending=max_pending,
+            on_checkpoint=on_checkpoint,
+        )
+        session_id = validate_id(session_id, "session_id")
+        metadata_json = _json_metadata(metadata)
         self._owns_provider = isinstance(provider, (str, os.PathLike))
         if isinstance(provider, (str, os.PathLike)):
             provider = provider_from_url(provider)
         if not isinstance(provider, PersistencyStorageProvider):
             raise TypeError(f"provider must be a PersistencyStorageProvider or a URL, not {type(provider).__name__}")
-        if durability not in _DURABILITIES:
-            raise ValueError(f"durability must be one of {', '.join(_DURABILITIES)}, not {durability!r}")
-        if on_error not in ("raise", "continue"):
-            raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
         self.provider = provider
-        self.session_id = validate_id(session_id, "session_id")
+        self.session_id = session_id
+        self.on_checkpoint = on_checkpoint
         self.policy = policy or ResumePolicy.resume_latest()
-        self.metadata = _json_metadata(metadata)
+        self.metadata = metadata_json
         self.durability: Durability = durability
         self.on_error: OnError = on_error
         self.max_pending = max_pending
@@ -266,6 +278,8 @@ def _pattern_spec(pattern: Any) -> dict[str, Any]:
 
 
 def _json_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping of JSON values, not {type(metadata).__name__}")
     data = dict(metadata or {})
     try:
         json.dumps(data, allow_nan=False)

@@ -13,7 +13,6 @@ runs (`restore`).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Callable
@@ -27,11 +26,6 @@ __all__ = ["PatternHook", "capture", "is_pattern", "pattern_spec", "restore", "u
 log = logging.getLogger("persistency.feature.pattern")
 
 _HOOK_NAME = "persistency_prepare_group_chat"
-_TARGET_MODULES = (
-    "autogen.agentchat.group",
-    "autogen.agentchat.group.targets.transition_target",
-    "autogen.agentchat.group.targets.group_manager_target",
-)
 
 
 def is_pattern(obj: object) -> bool:
@@ -98,16 +92,26 @@ def _target_json(target: Any) -> dict[str, Any] | None:
     return {"class": type(target).__name__, "data": data}
 
 
+def _target_classes() -> dict[str, Any]:
+    """The handoff target classes a checkpoint may name: an allow-list, never an import by stored name."""
+    from autogen.agentchat.group.targets import transition_target as tt
+    from autogen.agentchat.group.targets.group_manager_target import GroupManagerTarget
+
+    known = [GroupManagerTarget]
+    for name in ("AgentTarget", "AgentNameTarget", "TerminateTarget", "StayTarget", "RevertToUserTarget"):
+        known.append(getattr(tt, name))
+    for name in ("AskUserTarget", "RandomAgentTarget"):
+        if hasattr(tt, name):
+            known.append(getattr(tt, name))
+    return {cls.__name__: cls for cls in known}
+
+
 def _target_from_json(data: Any) -> Any | None:
     if not isinstance(data, dict) or "data" not in data:
         if isinstance(data, dict):
             log.warning("a pending %s handoff cannot be restored; the pattern's after-work applies", data.get("class"))
         return None
-    cls = None
-    for where in _TARGET_MODULES:
-        cls = getattr(importlib.import_module(where), str(data.get("class")), None)
-        if cls is not None:
-            break
+    cls = _target_classes().get(str(data.get("class")))
     if cls is None:
         log.warning("unknown handoff target class %r in a checkpoint; not restored", data.get("class"))
         return None

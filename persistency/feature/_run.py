@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Run"]
 
-log = logging.getLogger("persistency")
+log = logging.getLogger(__name__)
 _END_RETRIES = 5
 
 
@@ -65,7 +65,7 @@ class Run:
         self.is_async = is_async
         self.secrets = secrets
         self.run_id = run_id_for(plan.run_seq)
-        self.writer = RunWriter(feature.provider, plan.parent_id, feature.on_error)
+        self.writer = RunWriter(feature.provider, plan.parent_id, feature.on_error, feature.on_checkpoint)
         self.background = BackgroundWriter(self.writer, feature.max_pending) if feature.durability == "async" else None
         self._task: asyncio.Task[None] | None = None
         self._skip_next = plan.mode == "continue"

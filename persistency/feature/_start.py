@@ -6,6 +6,7 @@ methods and AG2's ``run_chat``, async chats with the ``a``-twins and ``a_run_cha
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from persistency.errors import CheckpointNotFoundError, ResumeError
 from persistency.feature import _ownership, _pattern
 from persistency.feature._drive import Plan, io
 from persistency.feature._nested import NestedState
+from persistency.feature._observe import size_of, span, timed_debug
 from persistency.feature._plan import Incoming, RunPlan, needs, plan_run
 from persistency.feature._run import Run
 from persistency.feature._writer import RunWriter
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OUTER_RUNS", "start_plan"]
 
-log = logging.getLogger("persistency.feature")
+log = logging.getLogger(__name__)
 
 OUTER_RUNS: contextvars.ContextVar[int] = contextvars.ContextVar("persistency_outer_runs", default=0)
 """How many recorded chats are running around this point: above zero, a chat starting is nested."""
@@ -50,21 +52,30 @@ def _max_seq(latest: CheckpointInfo | None, infos: list[CheckpointInfo] | None =
     return max((p[0] for i in infos if (p := parse_checkpoint_id(i.checkpoint_id)) is not None), default=0)
 
 
+def _payload(cp: Any) -> Any:
+    return getattr(cp, "messages", None)
+
+
 def load_plan(feature: Persistency, policy: ResumePolicy) -> Plan[Loaded]:
     """What ``policy`` needs from storage: the latest checkpoint, a target, the greatest run number."""
     sid = feature.session_id
     want_latest, target_id = needs(policy)
-    if want_latest:
-        latest: CheckpointInfo | None = yield io(feature.provider, "get_latest_checkpoint", sid)
-    else:
-        infos = yield io(feature.provider, "list_checkpoints", sid, limit=1)
-        latest = infos[-1] if infos else None
-    target = None
-    if target_id is not None:
-        try:
-            target = yield io(feature.provider, "get_checkpoint", sid, target_id)
-        except CheckpointNotFoundError as exc:
-            raise ResumeError(f"{policy}: no checkpoint {target_id!r} in session {sid!r}") from exc
+    latest: CheckpointInfo | None
+    with span("load", session=sid, policy=str(policy)):
+        if want_latest:
+            with timed_debug(log, f"loaded the latest checkpoint of session {sid}", lambda: size_of(_payload(latest))):
+                latest = yield io(feature.provider, "get_latest_checkpoint", sid)
+        else:
+            infos = yield io(feature.provider, "list_checkpoints", sid, limit=1)
+            latest = infos[-1] if infos else None
+        target = None
+        if target_id is not None:
+            try:
+                what = f"loaded checkpoint {target_id} of session {sid}"
+                with timed_debug(log, what, lambda: size_of(_payload(target))):
+                    target = yield io(feature.provider, "get_checkpoint", sid, target_id)
+            except CheckpointNotFoundError as exc:
+                raise ResumeError(f"{policy}: no checkpoint {target_id!r} in session {sid!r}") from exc
     max_seq = _max_seq(latest)
     if max_seq is None:
         max_seq = _max_seq(latest, (yield io(feature.provider, "list_checkpoints", sid))) or 0
@@ -191,10 +202,13 @@ def _owned_start(
         nested=OUTER_RUNS.get() > 0,
     )
     if plan.closing is not None:
-        yield io(RunWriter(feature.provider, plan.closing.parent_id, "raise"), "save", plan.closing)
-    run, loop_messages, loop_sender = start_run(
-        feature, recipient, registered, messages, sender, plan, is_async=is_async
-    )
+        writer = RunWriter(feature.provider, plan.closing.parent_id, "raise", feature.on_checkpoint)
+        yield io(writer, "save", plan.closing)
+    resuming = span("resume", session=feature.session_id, checkpoint=plan.parent_id or "", step=len(plan.history) + 1)
+    with resuming if plan.mode == "continue" else contextlib.nullcontext():
+        run, loop_messages, loop_sender = start_run(
+            feature, recipient, registered, messages, sender, plan, is_async=is_async
+        )
     if claim is not None:  # p12: each save checks the lease and the generation; the run keeps its request id
         run.writer.guard = claim
         if claim.request_id is not None:

@@ -11,17 +11,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from persistency.errors import CheckpointConflictError, PersistencyError
 from persistency.feature._drive import Plan, io, run_async, run_sync
-from persistency.models import Checkpoint
+from persistency.feature._observe import notify, size_of, span, timed_debug
+from persistency.models import Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
 
 __all__ = ["BackgroundWriter", "LostCheckpoint", "OnError", "RunWriter"]
 
-log = logging.getLogger("persistency")
+log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "continue"]
 
@@ -38,8 +40,15 @@ class LostCheckpoint:
 class RunWriter:
     """Saves a run's checkpoints in order, each parented to the last one stored."""
 
-    def __init__(self, provider: PersistencyStorageProvider, parent_id: str | None, on_error: OnError) -> None:
+    def __init__(
+        self,
+        provider: PersistencyStorageProvider,
+        parent_id: str | None,
+        on_error: OnError,
+        on_stored: Callable[[CheckpointInfo], None] | None = None,
+    ) -> None:
         self.provider = provider
+        self.on_stored = on_stored
         self.last_stored = parent_id
         self.on_error = on_error
         self.lost: list[LostCheckpoint] = []
@@ -66,13 +75,18 @@ class RunWriter:
         self._link(cp)
         if self.guard is not None:  # p12: still the owner, session not deleted meanwhile
             yield from self.guard.before_save_plan(cp)
+        what = f"saved checkpoint {cp.checkpoint_id} of session {cp.session_id} ({len(cp.messages)} messages)"
         try:
-            yield io(self.provider, "save_checkpoint", cp)
+            with span("save", session=cp.session_id, checkpoint=cp.checkpoint_id, step=cp.step, kind=cp.kind):
+                with timed_debug(log, what, lambda: size_of(cp.messages)):
+                    yield io(self.provider, "save_checkpoint", cp)
         except PersistencyError as exc:
             self._failed(cp, exc)
             return
         self.last_stored = cp.checkpoint_id
         self.saved += 1
+        if self.on_stored is not None:
+            notify(self.on_stored, cp.info())
 
     def save(self, cp: Checkpoint) -> None:
         """Store ``cp`` now; raise or record the failure according to ``on_error``."""
