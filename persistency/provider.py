@@ -57,14 +57,8 @@ class PersistencyStorageProvider(ABC):
         """Load one checkpoint, materialized; `CheckpointNotFoundError` if absent."""
 
     @abstractmethod
-    def list_checkpoints(
-        self,
-        session_id: str,
-        *,
-        run_id: str | None = None,
-        limit: int | None = None,
-        before: str | None = None,
-    ) -> list[CheckpointInfo]:
+    def list_checkpoints(self, session_id: str, *, run_id: str | None = None, limit: int | None = None,
+                         before: str | None = None) -> list[CheckpointInfo]:
         """The session's checkpoints, oldest first, without reading message payloads.
 
         Args:
@@ -135,14 +129,8 @@ class PersistencyStorageProvider(ABC):
         """Async `get_latest_checkpoint`."""
         return await asyncio.to_thread(self.get_latest_checkpoint, session_id)
 
-    async def alist_checkpoints(
-        self,
-        session_id: str,
-        *,
-        run_id: str | None = None,
-        limit: int | None = None,
-        before: str | None = None,
-    ) -> list[CheckpointInfo]:
+    async def alist_checkpoints(self, session_id: str, *, run_id: str | None = None, limit: int | None = None,
+                                before: str | None = None) -> list[CheckpointInfo]:
         """Async `list_checkpoints`."""
         return await asyncio.to_thread(
             self.list_checkpoints, session_id, run_id=run_id, limit=limit, before=before

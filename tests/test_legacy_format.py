@@ -97,3 +97,35 @@ def test_records_of_0_1_load_list_and_take_children(legacy_url: str, sid: str) -
     latest = fresh.get_latest_checkpoint(sid)
     assert latest is not None and latest.checkpoint_id == child.checkpoint_id
 
+
+
+def _cli(*args: str) -> Any:
+    """The command line in-process (as tests/test_cli.py runs it), with the fixture's key."""
+    from tests.test_cli import run
+
+    return run(*args, env={"PERSISTENCY_ENCRYPTION_KEY": KEY})
+
+
+def test_verify_and_copy_work_across_the_old_and_new_formats(tmp_path: Path) -> None:
+    old = _restore_file(tmp_path / "old")
+    with provider_from_url(old, encryption_key=KEY) as p:  # a new-format child on an old chain
+        parent = p.get_checkpoint("legacy", "000002-0000004")
+        p.save_checkpoint(make_checkpoint("legacy", 5, run_seq=2, parent_id=parent.checkpoint_id,
+                                          messages=[*parent.messages, {"content": "new", "role": "user"}]))
+    verified = _cli("verify", "--url", old, "--json")
+    assert verified.exit_code == 0, verified.stdout + verified.stderr
+    new = str(tmp_path / "new")
+    copied = _cli("copy", old, new)
+    assert copied.exit_code == 0, copied.stdout + copied.stderr
+    with provider_from_url(old, encryption_key=KEY) as a, provider_from_url(new, encryption_key=KEY) as b:
+        for sid in ("legacy", "legacy-enc"):
+            assert b.list_checkpoint_ids(sid) == a.list_checkpoint_ids(sid)
+            for cid in a.list_checkpoint_ids(sid):
+                assert b.get_checkpoint(sid, cid).model_dump() == a.get_checkpoint(sid, cid).model_dump()
+    assert all(f.read_bytes().startswith(b'{"v":2') for f in (tmp_path / "new").rglob("*.json"))
+    assert _cli("verify", "--url", new).exit_code == 0
+    # damage in an old-format record is reported by verify, naming it
+    victim = tmp_path / "old" / "legacy" / "checkpoints" / "000001-0000002.json"
+    victim.write_bytes(victim.read_bytes().replace(b'"format":1', b'"format":7'))
+    damaged = _cli("verify", "--url", old)
+    assert damaged.exit_code == 1 and "000001-0000002" in damaged.stdout + damaged.stderr

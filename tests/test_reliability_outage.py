@@ -343,7 +343,7 @@ def test_the_providers_configure_their_clients_retry_with_backoff(own_s3: str) -
 
     redis_provider = provider_from_url("redis://127.0.0.1:1/0")
     for is_async in (False, True):
-        options = redis_provider._client_kwargs(is_async=is_async)  # type: ignore[attr-defined]
+        options = redis_provider._conn._kwargs(is_async)  # type: ignore[attr-defined]
         retry = options["retry"]
         assert retry._retries >= 1 and isinstance(retry._backoff, ExponentialBackoff)
         assert redis.exceptions.ConnectionError in options["retry_on_error"]

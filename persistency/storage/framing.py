@@ -49,15 +49,19 @@ def is_legacy(data: bytes) -> bool:
     return data.startswith(_LEGACY)
 
 
+def _unwrap(line: bytes, parts: tuple[bytes, bytes, bytes], what: str, where: str) -> tuple[bytes, bytes]:
+    """(stored checksum, JSON) of a line ``START SUM MID JSON END``, its fixed text checked byte for byte."""
+    start, mid, end = parts
+    body = line[len(start) + _SUM_LEN + len(mid):len(line) - len(end)]
+    if not (line.startswith(start) and line.endswith(end)) or \
+            line[len(start) + _SUM_LEN:len(start) + _SUM_LEN + len(mid)] != mid:
+        raise CorruptCheckpointError(f"{where}: the {what} line is damaged (not a checkpoint record line)")
+    return line[len(start):len(start) + _SUM_LEN], body
+
+
 def info_json(line: bytes, where: str) -> bytes:
     """The info JSON of a format-2 first line, checked against its checksum."""
-    if not (line.startswith(_L1) and line.endswith(_L1_END)):
-        raise CorruptCheckpointError(f"{where}: the first line is not a checkpoint info line")
-    start = len(_L1)
-    stored = line[start:start + _SUM_LEN]
-    if line[start + _SUM_LEN:start + _SUM_LEN + len(_L1_MID)] != _L1_MID:
-        raise CorruptCheckpointError(f"{where}: the info line is damaged")
-    info = line[start + _SUM_LEN + len(_L1_MID):-len(_L1_END)]
+    stored, info = _unwrap(line, (_L1, _L1_MID, _L1_END), "info", where)
     if sum_hex(b"info", info) != stored:
         raise CorruptCheckpointError(f"{where}: the info line fails its checksum (the record is damaged)")
     return info
@@ -71,13 +75,7 @@ def split(data: bytes, where: str) -> tuple[bytes, bytes]:
     if not nl or b"\n" in line2:
         raise CorruptCheckpointError(f"{where}: not a two-line checkpoint record")
     info = info_json(line1, where)
-    if not (line2.startswith(_L2) and line2.endswith(_L2_END)):
-        raise CorruptCheckpointError(f"{where}: the payload line is damaged")
-    start = len(_L2)
-    stored = line2[start:start + _SUM_LEN]
-    if line2[start + _SUM_LEN:start + _SUM_LEN + len(_L2_MID)] != _L2_MID:
-        raise CorruptCheckpointError(f"{where}: the payload line is damaged")
-    payload = line2[start + _SUM_LEN + len(_L2_MID):-len(_L2_END)]
+    stored, payload = _unwrap(line2, (_L2, _L2_MID, _L2_END), "payload", where)
     if sum_hex(b"record", info, payload) != stored:
         raise CorruptCheckpointError(f"{where}: the record fails its checksum (it is damaged)")
     return info, payload

@@ -169,7 +169,9 @@ class S3Reads(S3Transport):
         recent = {cid: self._recalled(sid, cid, listing.etags.get(cid)) for cid in wanted}
         view.records.update({cid: data for cid, data in recent.items() if data is not None})
         fetch = [cid for cid, data in recent.items() if data is None]
-        packs = {n: e for n, e in listing.packs.items() if n in listing.indexes}
+        packed = [cid for cid, size in listing.records.items() if size == 0]
+        # only the packs that hold an emptied record: a stray or junk pack nothing needs is not read
+        packs = self._covering({n: e for n, e in listing.packs.items() if n in listing.indexes}, packed)
         emptied = False
         # one concurrent round: the unpacked records and the packs not in memory
         keys = [self._record_key(sid, cid) for cid in fetch] + self._uncached(sid, packs, PACK_SUFFIX)
@@ -186,7 +188,7 @@ class S3Reads(S3Transport):
                     emptied = True  # packed since the listing
         if emptied or any(k.endswith(PACK_SUFFIX) and v is None for k, v in fetched.items()):
             fresh = self._list_session(sid, only_packs=True)  # packed or merged since the listing
-            packs = {n: e for n, e in fresh.packs.items() if n in fresh.indexes}
+            packs = {n: e for n, e in fresh.packs.items() if n in fresh.indexes}  # (all: what was emptied is unknown)
         for cid, data in self._load_packed(sid, packs, PACK_SUFFIX, fetched).items():
             view.records.setdefault(cid, data)
 

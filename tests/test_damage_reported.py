@@ -1,0 +1,64 @@
+"""Damage is reported as damage, never as an empty-looking session (issue #13, "Sessions that look empty").
+
+Redis's orphan index ids and partial eviction are in test_redis_provider.py; the bit flips of every
+backend in test_bitflips.py; a damaged info line in test_filesystem_provider.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from persistency import CorruptCheckpointError, provider_from_url
+from persistency.testing import make_chain
+
+
+def test_stray_files_in_a_session_folder_do_not_hide_the_session(tmp_path: Path) -> None:
+    p = provider_from_url(str(tmp_path))
+    chain = make_chain(p, "s", 3)
+    folder = tmp_path / "s" / "checkpoints"
+    (folder / "notes.txt").write_text("a person's notes")
+    (folder / "copy of 000001-0000001.json").write_text("{}")
+    (tmp_path / "s" / "README").write_text("hello")
+    (folder / "subdir").mkdir()
+    fresh = provider_from_url(str(tmp_path))
+    assert fresh.list_sessions() == ["s"]
+    assert [i.checkpoint_id for i in fresh.list_checkpoints("s")] == [c.checkpoint_id for c in chain]
+    latest = fresh.get_latest_checkpoint("s")
+    assert latest is not None and latest.checkpoint_id == chain[-1].checkpoint_id
+
+
+def test_a_broken_session_does_not_hide_the_others(tmp_path: Path) -> None:
+    p = provider_from_url(str(tmp_path))
+    make_chain(p, "good", 2)
+    make_chain(p, "bad", 2)
+    (tmp_path / "bad" / "checkpoints" / "000001-0000002.json").write_bytes(b"garbage")
+    fresh = provider_from_url(str(tmp_path))
+    assert fresh.list_sessions() == ["bad", "good"]
+    assert fresh.list_checkpoint_ids("bad") == ["000001-0000001", "000001-0000002"]
+    with pytest.raises(CorruptCheckpointError, match="000001-0000002"):
+        fresh.list_checkpoints("bad")
+    assert len(fresh.list_checkpoints("good")) == 2
+
+
+def test_s3_junk_pack_and_index_are_damage_not_hidden_records(s3_url: str, s3_server: Any) -> None:
+    p = provider_from_url(s3_url)
+    chain = make_chain(p, "junk", 5)
+    prefix = s3_url.split("/", 3)[3].split("?")[0]
+    client = s3_server.client()
+    name = f"{chain[0].checkpoint_id}~{chain[-1].checkpoint_id}"
+    for suffix in (".pack.gz", ".index.gz"):
+        client.put_object(Bucket=s3_server.bucket, Key=f"{prefix}/junk/packs/{name}{suffix}", Body=b"junk")
+    fresh = provider_from_url(s3_url)
+    assert fresh.list_sessions() == ["junk"]
+    assert fresh.list_checkpoint_ids("junk") == [c.checkpoint_id for c in chain]  # verify can name them all
+    latest = fresh.get_latest_checkpoint("junk")  # the intact records are read, not hidden by the junk
+    assert latest is not None and latest.messages == chain[-1].messages
+    for cp in chain:
+        assert fresh.get_checkpoint("junk", cp.checkpoint_id).messages == cp.messages
+    # a record that needs the junk (its object emptied, as compaction does) is damage, naming the pack
+    client.put_object(Bucket=s3_server.bucket, Key=f"{prefix}/junk/checkpoints/{chain[2].checkpoint_id}.json", Body=b"")
+    with pytest.raises(CorruptCheckpointError, match=r"packs/.*\.(pack|index)\.gz"):
+        provider_from_url(s3_url).get_checkpoint("junk", chain[2].checkpoint_id)
