@@ -22,6 +22,8 @@ from persistency.errors import (
     ProviderConfigError,
     ResumeError,
     SerializationError,
+    SessionBusyError,
+    SessionDeletedError,
     StorageUnavailableError,
     UnsupportedSchemaError,
 )
@@ -33,6 +35,7 @@ from persistency.registry import DEFAULT_URL, provider_from_url
 
 if TYPE_CHECKING:
     from persistency.feature import LostCheckpoint, Persistency
+    from persistency.feature._ownership import Ownership
     from persistency.rebuild import RebuiltChat, continue_chat, rebuild_chat, recreate_agents_from_checkpoint
     from persistency.scripted import ScriptedModelClient
 
@@ -42,6 +45,7 @@ __version__ = "0.1.0"
 # listing, the providers) does not pay for importing autogen.
 _LAZY = {
     "LostCheckpoint": "persistency.feature",
+    "Ownership": "persistency.feature._ownership",
     "Persistency": "persistency.feature",
     "RebuiltChat": "persistency.rebuild",
     "ScriptedModelClient": "persistency.scripted",
@@ -70,6 +74,7 @@ __all__ = [
     "InvalidIdentifierError",
     "LostCheckpoint",
     "MissingDependencyError",
+    "Ownership",
     "Persistency",
     "PersistencyError",
     "PersistencyStorageProvider",
@@ -79,6 +84,8 @@ __all__ = [
     "ResumePolicy",
     "ScriptedModelClient",
     "SerializationError",
+    "SessionBusyError",
+    "SessionDeletedError",
     "StorageUnavailableError",
     "UnsupportedSchemaError",
     "__version__",

@@ -6,6 +6,8 @@ The tree::
       + InvalidIdentifierError         -- a session or checkpoint id that is empty, too long or path-like
       + CheckpointNotFoundError        -- no checkpoint (or session) with that id
       + CheckpointConflictError        -- a create-only write lost: that id already exists
+        - SessionBusyError             -- another worker holds a live lease on the session's run
+        - SessionDeletedError          -- the session was deleted (its generation advanced) under a live chat
       + CorruptCheckpointError         -- stored bytes that do not decode to a checkpoint
       + UnsupportedSchemaError         -- written by a newer version of this library
       + SerializationError             -- a checkpoint that cannot be written as JSON
@@ -36,6 +38,8 @@ __all__ = [
     "ProviderConfigError",
     "ResumeError",
     "SerializationError",
+    "SessionBusyError",
+    "SessionDeletedError",
     "StorageUnavailableError",
     "UnsupportedSchemaError",
 ]
@@ -91,6 +95,23 @@ class ResumeError(PersistencyError):
 
 class CheckpointWriteError(PersistencyError):
     """Checkpoints that could not be stored while the run went on; lists what was lost."""
+
+
+class SessionBusyError(CheckpointConflictError):
+    """Another worker holds a live lease on the session: nothing was touched; retry after `expires_at`."""
+
+    def __init__(self, session_id: str, expires_at: float, message: str | None = None) -> None:
+        from datetime import datetime, timezone
+
+        when = datetime.fromtimestamp(expires_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        super().__init__(message or f"session {session_id!r} is busy: another worker owns its run "
+                                    f"until {when} (unless renewed); nothing was written")
+        self.session_id = session_id
+        self.expires_at = expires_at
+
+
+class SessionDeletedError(CheckpointConflictError):
+    """The session was deleted (its generation advanced) under a live chat; the save was refused."""
 
 
 class AG2VersionError(PersistencyError, ImportError):

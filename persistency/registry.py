@@ -48,6 +48,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "redis": {"class": "persistency.providers.redis:RedisStorageProvider", "extra": "redis", "module": "redis"},
     "rediss": {"class": "persistency.providers.redis:RedisStorageProvider", "extra": "redis", "module": "redis"},
     "unix": {"class": "persistency.providers.redis:RedisStorageProvider", "extra": "redis", "module": "redis"},
+    "sqlite": {"class": "persistency.providers.sqlite:SqliteStorageProvider"},  # stdlib sqlite3: no extra (p12)
 }
 
 

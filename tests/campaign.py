@@ -248,6 +248,9 @@ def stored_values(url: str) -> list[bytes]:
                     chunks.append(c.get_object(Bucket=parts.netloc, Key=obj["Key"])["Body"].read())
         finally:
             c.close()
+    elif parts.scheme == "sqlite":  # the raw file and its WAL: free pages and torn writes are scanned too
+        db = url.split("://", 1)[1].partition("?")[0]
+        chunks += [Path(db + end).read_bytes() for end in ("", "-wal", "-journal") if Path(db + end).exists()]
     else:
         raise ValueError(f"cannot scan {url}")
     return chunks
@@ -679,6 +682,8 @@ def campaign_servers(names: list[str], workdir: Path) -> Iterator[dict[str, Call
         for name in names:
             if name == "file":
                 urls[name] = lambda: str(workdir / f"store-{uuid.uuid4().hex[:8]}")
+            elif name == "sqlite":
+                urls[name] = lambda: f"sqlite://{workdir}/store-{uuid.uuid4().hex[:8]}.db"
             elif name == "redis":
                 server = start_redis(workdir / "redis")
                 stack.callback(server.stop)

@@ -45,6 +45,8 @@ def _trial_url(url: str, i: int) -> str:
     """A namespace of its own for trial ``i`` under ``url`` (the secret scan reads a trial's store whole)."""
     if "://" not in url:
         return f"{url}/t{i}"
+    if url.startswith("sqlite://"):  # p12: a database file per trial
+        return url.replace(".db", f"-t{i}.db", 1)
     if url.startswith("s3://"):
         base, _, query = url.partition("?")
         return f"{base.rstrip('/')}/t{i}?{query}"

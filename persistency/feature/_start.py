@@ -16,7 +16,7 @@ from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 from persistency import _ag2
 from persistency._capture import chat_secrets, restore_histories
 from persistency.errors import CheckpointNotFoundError, ResumeError
-from persistency.feature import _pattern
+from persistency.feature import _ownership, _pattern
 from persistency.feature._drive import Plan, io
 from persistency.feature._nested import NestedState
 from persistency.feature._observe import size_of, span, timed_debug
@@ -167,10 +167,32 @@ def start_plan(
     assert isinstance(recipient, GroupChatManager) and messages and sender is not None
     loop, registered = feature._require_loop(recipient, is_async=is_async)
     policy = feature._take_policy()
+    # p12 (#12): with feature.ownership set, the session's lease is taken before anything is read
+    claim = yield from _ownership.claim_plan(feature.provider, feature.session_id, getattr(feature, "ownership", None))
+    try:
+        return (yield from _owned_start(feature, recipient, messages, sender, loop, registered, policy, claim,
+                                        is_async=is_async))
+    finally:
+        if claim is not None:
+            yield from claim.release_plan()
+
+
+def _owned_start(
+    feature: Persistency, recipient: GroupChatManager, messages: list[dict[str, Any]], sender: Agent,
+    loop: Any, registered: GroupChat, policy: ResumePolicy, claim: _ownership.Claim | None, *, is_async: bool,
+) -> Plan[tuple[bool, Any]]:
+    """`start_plan` once the lease (if any) is held: load, decide, restore, run."""
     latest, target, max_seq = yield from load_plan(feature, policy)
+    incoming = Incoming(messages[-1], sender.name)
+    done = yield from _ownership.duplicate_plan(  # p12: a request another worker just answered
+        feature.provider, feature.session_id, claim, policy, incoming, latest, feature._last_checkpoint_id)
+    if done is not None:
+        _ownership.show_finished(recipient, registered, sender, done)
+        feature._last_checkpoint_id = done.checkpoint_id
+        return True, None
     plan = plan_run(
         policy,
-        incoming=Incoming(messages[-1], sender.name),
+        incoming=incoming,
         latest=latest,
         target=target,
         max_run_seq=max_seq,
@@ -187,6 +209,10 @@ def start_plan(
         run, loop_messages, loop_sender = start_run(
             feature, recipient, registered, messages, sender, plan, is_async=is_async
         )
+    if claim is not None:  # p12: each save checks the lease and the generation; the run keeps its request id
+        run.writer.guard = claim
+        if claim.request_id is not None:
+            run.manager_base[_ownership.REQUEST_KEY] = claim.request_id
     feature._active = run
     token = OUTER_RUNS.set(OUTER_RUNS.get() + 1)
     try:

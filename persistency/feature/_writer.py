@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from persistency.errors import CheckpointConflictError, PersistencyError
 from persistency.feature._drive import Plan, io, run_async, run_sync
@@ -53,11 +53,14 @@ class RunWriter:
         self.on_error = on_error
         self.lost: list[LostCheckpoint] = []
         self.saved = 0
+        self.guard: Any = None  # p12: the run's lease `Claim` (feature/_ownership.py), checked before each save
 
     def _link(self, cp: Checkpoint) -> None:
         cp.parent_id = self.last_stored
 
     def _failed(self, cp: Checkpoint, exc: PersistencyError) -> None:
+        if isinstance(exc, CheckpointConflictError) and type(exc) is not CheckpointConflictError:
+            raise exc  # p12: busy or deleted session: typed, and the chat stops whatever on_error says
         if isinstance(exc, CheckpointConflictError):
             raise CheckpointConflictError(
                 f"another worker stored checkpoint {cp.checkpoint_id!r} of session {cp.session_id!r} first: "
@@ -70,6 +73,8 @@ class RunWriter:
 
     def _save_plan(self, cp: Checkpoint) -> Plan[None]:
         self._link(cp)
+        if self.guard is not None:  # p12: still the owner, session not deleted meanwhile
+            yield from self.guard.before_save_plan(cp)
         what = f"saved checkpoint {cp.checkpoint_id} of session {cp.session_id} ({len(cp.messages)} messages)"
         try:
             with span("save", session=cp.session_id, checkpoint=cp.checkpoint_id, step=cp.step, kind=cp.kind):

@@ -173,6 +173,7 @@ class Layout:
         what = f"deleting session {sid!r}"
         yield CONNECT
         yield Script("delete", self.session_keys(keys), (sid,), what)
+        yield Call(("INCR", f"{self.key_prefix}:{{{sid}}}:gen"), what)  # p12: the generation (redis/_lease.py)
         self.sigs.drop_session(sid)
         if self.cluster():
             yield Call(("ZREM", self.index_key, sid), what)

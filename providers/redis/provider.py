@@ -25,14 +25,18 @@ connection, in the same pipeline) until that many replicas have it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from persistency.storage import LRUCache, NewRecord, StorageBackend
+from persistency.ids import validate_id
+from persistency.storage import Lease, LRUCache, NewRecord, StorageBackend
 
+from ._lease import RedisLeases
 from .client import RedisConnection
 from .options import parse_config
 from .plans import Layout
+from .scripts import Call
 
 __all__ = ["RedisStorageProvider"]
 
@@ -157,6 +161,39 @@ class RedisStorageProvider(StorageBackend):
     async def adelete_records(self, session_id: str) -> None:
         """Async `delete_records`."""
         await self._conn.arun(self._layout.delete_plan(session_id))
+
+    # -- leases and generations (p12: redis/_lease.py) -----------------------------------------------------------
+    @contextlib.contextmanager
+    def _leases(self, what: str) -> Iterator[RedisLeases]:
+        """The lease operations on the sync client, redis-py errors translated (naming ``what``)."""
+        with self._conn.translate(Call(("LEASE",), what)):
+            yield RedisLeases(self._conn.sync_client(), self.key_prefix)
+
+    def session_generation(self, session_id: str) -> int:
+        """The number each delete advances (0 for a session never deleted)."""
+        sid = validate_id(session_id, "session_id")
+        with self._leases("reading the session generation") as leases:
+            return int(leases.session_generation(sid))
+
+    def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Lease | None:
+        """Take the session's lease (``SET NX PX``) unless a live one exists (then None)."""
+        with self._leases(f"taking the lease of session {session_id!r}") as leases:
+            return leases.acquire(session_id, owner, ttl)
+
+    def current_lease(self, session_id: str) -> Lease | None:
+        """The session's live lease as stored, or None."""
+        with self._leases(f"reading the lease of session {session_id!r}") as leases:
+            return leases.current(session_id)
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        """Extend a held lease; None if it was taken."""
+        with self._leases("renewing a lease") as leases:
+            return leases.renew(lease, ttl)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give a held lease up (a taken one is left alone)."""
+        with self._leases("releasing a lease") as leases:
+            leases.release(lease)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def close(self) -> None:

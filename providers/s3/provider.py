@@ -30,8 +30,9 @@ from persistency.errors import (
 from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.redaction import redact_url, scrub_exception
-from persistency.storage import LRUCache, NewRecord
+from persistency.storage import Lease, LRUCache, NewRecord
 
+from ._lease import S3Leases
 from .compaction import S3Compaction, logger
 from .formats import PackCache
 from .options import BUCKET_RE, S3Options, check_options, parse_s3_url
@@ -216,6 +217,7 @@ class S3StorageProvider(S3Compaction):
         failed = self._s3(f"deleting session {session_id!r}", self._adelete_keys, keys) if keys else []
         self._recent.drop_session(session_id)
         self._packs.drop(root)
+        self._leases().advance_generation(session_id)  # p12: generations (s3/_lease.py)
         if failed:
             raise StorageUnavailableError(
                 f"S3 {self._display}: deleting session {session_id!r}: {len(failed)} objects not deleted "
@@ -254,6 +256,33 @@ class S3StorageProvider(S3Compaction):
         """Async `list_checkpoints` (one view for the whole call)."""
         with self._viewing(validate_id(session_id, "session_id")):
             return await super().alist_checkpoints(session_id, run_id=run_id, limit=limit, before=before)
+
+    # -- leases and generations (p12: s3/_lease.py) ---------------------------------------------------------------
+    def _leases(self) -> S3Leases:
+        async def call(operation: str, **params: Any) -> Any:
+            return await self._fs._call_s3(operation, **params)
+
+        return S3Leases(call, self._s3, self._bucket, self._root)
+
+    def session_generation(self, session_id: str) -> int:
+        """The number each delete advances (0 for a session never deleted)."""
+        return self._leases().session_generation(session_id)
+
+    def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Lease | None:
+        """Take the session's lease (a conditional PUT) unless a live one exists (then None)."""
+        return self._leases().acquire(session_id, owner, ttl)
+
+    def current_lease(self, session_id: str) -> Lease | None:
+        """The session's live lease as stored, or None."""
+        return self._leases().current(session_id)
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        """Extend a held lease (If-Match on its ETag); None if it was taken."""
+        return self._leases().renew(lease, ttl)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give a held lease up (a taken one is left alone)."""
+        self._leases().release(lease)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def close(self) -> None:
