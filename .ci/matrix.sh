@@ -43,7 +43,7 @@ cell_existing_ag2() {  # cell_existing_ag2 SPEC (e.g. 'ag2==0.10.*')
     bin=$(make_venv "$name")
     "$bin/pip" install -q "$1"
     version=$("$bin/python" -c "from importlib.metadata import version; print(version('ag2'))")
-    "$bin/pip" install -q "$ROOT[ag2,test-base]"
+    "$bin/pip" install -q -e "$ROOT[ag2,test-base]"  # editable: the tests run from ROOT, whose persistency/ has no providers/
     "$bin/pip" check
     "$bin/python" .ci/check_install.py --expect "ag2==$version" --absent autogen --autogen-version "$version"
     example "$bin"

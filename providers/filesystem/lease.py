@@ -24,6 +24,7 @@ from persistency.errors import CorruptCheckpointError, ProviderConfigError
 from persistency.ids import validate_id
 from persistency.storage import Lease
 
+from .._leases import check_lease_args as shared_lease_args
 from .paths import LocalPaths, read_fd
 
 __all__ = ["STATE_FILE", "LocalLeases", "MemoryLeases", "check_lease_args"]
@@ -33,13 +34,8 @@ _STATE_SIZE = 512
 
 
 def check_lease_args(session_id: str, owner: object, ttl: object) -> str:
-    """The session id, with the owner and ttl checked (`ProviderConfigError` naming what is wrong)."""
-    sid = validate_id(session_id, "session_id")
-    if not isinstance(owner, str) or not owner or len(owner) > 200:
-        raise ProviderConfigError("lease owner must be a non-empty string of at most 200 characters")
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < 10**9:
-        raise ProviderConfigError("lease ttl must be a number of seconds > 0")
-    return sid
+    """The session id, with the owner and ttl checked by the rules every backend shares."""
+    return shared_lease_args(session_id, owner, ttl)[0]  # type: ignore[arg-type]
 
 
 # -- the decisions, shared by the local and the memory store (state in, state out; no I/O) --------------
