@@ -35,23 +35,13 @@ def claimed_twice() -> dict[str, list[str]]:
 
 
 def check_without_ag2() -> list[str]:
-    """No AG2 Classic installed: the storage side imports, and the feature's check names both extras."""
-    import importlib
-
+    """No AG2 Classic installed: the storage side imports, and the feature refuses with a message naming both extras."""
     import persistency  # noqa: F401 - must import without autogen
     from persistency.cli import app  # noqa: F401 - the command line too
+    from persistency.errors import AG2VersionError
 
     try:
-        check = importlib.import_module("persistency._ag2")
-    except ModuleNotFoundError as exc:
-        if exc.name != "persistency._ag2":
-            return [f"persistency._ag2 does not import without AG2: {exc}"]
-        print("skipped: persistency._ag2.require_ag2 is not in this tree yet (issue #16 item 1, the feature's side)")
-        return []
-    from persistency.errors import AG2VersionError  # type: ignore[attr-defined]
-
-    try:
-        check.require_ag2()
+        from persistency import Persistency  # noqa: F401 - what a user writes; it must refuse, naming the extras
     except AG2VersionError as exc:
         text = str(exc)
         missing = [extra for extra in ("[ag2]", "[autogen]") if extra not in text]
@@ -59,7 +49,9 @@ def check_without_ag2() -> list[str]:
             return [f"AG2VersionError does not name {', '.join(missing)}: {text}"]
         print(f"without AG2: {text}")
         return []
-    return ["require_ag2() raised nothing although no AG2 Classic is installed"]
+    except ImportError as exc:
+        return [f"'from persistency import Persistency' fails with a bare {type(exc).__name__}: {exc}"]
+    return ["'from persistency import Persistency' raised nothing although no AG2 Classic is installed"]
 
 
 def main() -> int:
