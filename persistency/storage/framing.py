@@ -17,10 +17,11 @@ they are.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from persistency.errors import CorruptCheckpointError
 
-__all__ = ["frame", "info_json", "is_legacy", "split", "sum_hex"]
+__all__ = ["frame", "info_json", "is_legacy", "split", "split_many", "sum_hex"]
 
 _L1 = b'{"v":2,"isum":"'
 _L1_MID = b'","info":'
@@ -79,3 +80,37 @@ def split(data: bytes, where: str) -> tuple[bytes, bytes]:
     if sum_hex(b"record", info, payload) != stored:
         raise CorruptCheckpointError(f"{where}: the record fails its checksum (it is damaged)")
     return info, payload
+
+
+_I0 = len(_L1)
+_I1 = _I0 + _SUM_LEN
+_I2 = _I1 + len(_L1_MID)
+_P0 = len(_L2)
+_P1 = _P0 + _SUM_LEN
+_P2 = _P1 + len(_L2_MID)
+
+
+def split_many(items: list[tuple[str, bytes]], where: Callable[[str], str]) -> tuple[list[bytes], list[bytes]]:
+    """`split` of many format-2 records: their (info JSONs, payload JSONs), every checksum checked.
+
+    The common case is checked inline (the same fixed text and the same two checksums as `split`);
+    a record that fails any of it goes through `split`, which raises naming ``where(id)``.
+    """
+    infos: list[bytes] = []
+    payloads: list[bytes] = []
+    b2 = hashlib.blake2b
+    for cid, data in items:
+        nl = data.find(b"\n")
+        end = len(data) - 1 if data.endswith(b"\n") else len(data)
+        info = data[_I2:nl - 1]
+        payload = data[nl + 1 + _P2:end - 1]
+        if (nl < _I2 or not data.startswith(_L1) or data[_I1:_I2] != _L1_MID or data[nl - 1:nl] != _L1_END
+                or data[nl + 1:nl + 1 + _P0] != _L2 or data[nl + 1 + _P1:nl + 1 + _P2] != _L2_MID
+                or data[end - 1:end] != _L2_END or end <= nl + 1 + _P2 or data.find(b"\n", nl + 1, end) >= 0
+                or b2(b"info\x00" + info, digest_size=8).hexdigest().encode() != data[_I0:_I1]
+                or b2(b"record\x00" + info + b"\x00" + payload, digest_size=8).hexdigest().encode()
+                != data[nl + 1 + _P0:nl + 1 + _P1]):
+            info, payload = split(data, where(cid))
+        infos.append(info)
+        payloads.append(payload)
+    return infos, payloads

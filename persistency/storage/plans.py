@@ -7,6 +7,7 @@ checks that every record read belongs where it was found. Records are decoded on
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,11 +17,11 @@ from persistency.errors import (
     CorruptCheckpointError,
     InvalidIdentifierError,
 )
-from persistency.ids import validate_id
+from persistency.ids import MAX_ID_LENGTH, validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.storage.assemble import info_from_raw, lineage_of, materialize
 from persistency.storage.cache import LRUCache
-from persistency.storage.decode import decode_info_line, decode_record
+from persistency.storage.decode import decode_info_line, decode_record, decode_records
 from persistency.storage.encode import SEALED_ERROR, encode
 from persistency.storage.ops import (
     Delete,
@@ -70,12 +71,33 @@ class ContractPlans:
         rec = decode_record(data, where, self._cipher)
         _check_identity(rec.info, sid, cid, where)
         if any("full" in d for d in rec.deltas.values()):  # keyframes are what later lookups need
-            self._stripped.put((sid, cid), Record(rec.where, rec.info, rec.base, rec.base_step, [], rec.deltas, True))
+            self._stripped.put((sid, cid), _stripped(rec))
         return rec
 
     def _decode_all(self, sid: str, rows: dict[str, bytes] | list[tuple[str, bytes]]) -> dict[str, Record]:
-        items = rows.items() if isinstance(rows, dict) else rows
-        return {_referenced(self, sid, cid): self._decode(sid, cid, data) for cid, data in items}
+        """Decode what a backend returned in one pass (`decode_records`): each checksum checked, the JSON
+        parsed together, the ids checked against the keys they were found under."""
+        items = list(rows.items()) if isinstance(rows, dict) else list(rows)
+        if not _all_ids(items):  # the common case is checked in one match; else name the bad one
+            items = [(_referenced(self, sid, cid), data) for cid, data in items]
+        if len(items) == 1:
+            cid, data = items[0]
+            return {cid: self._decode(sid, cid, data)}
+        where = self._wheres(sid)
+        recs = decode_records(items, where, self._cipher)
+        refs = {d["ref"] for rec in recs for d in rec.deltas.values() if "ref" in d}
+        out: dict[str, Record] = {}
+        for i, ((cid, _), rec) in enumerate(zip(items, recs, strict=True)):
+            _check_identity(rec.info, sid, cid, rec.where)
+            out[cid] = rec
+            # Keep the keyframes this chain refers to (what a later save or listing looks up), and the head's.
+            if (i == 0 or cid in refs) and any("full" in d for d in rec.deltas.values()):
+                self._stripped.put((sid, cid), _stripped(rec))
+        return out
+
+    def _wheres(self, sid: str) -> Callable[[str], str]:
+        """``describe`` of the session's records, for messages (the session's part formatted once)."""
+        return lambda cid: self.describe(sid, cid)
 
     def _read_plan(self, sid: str, ids: list[str], records: dict[str, Record], who: str) -> Plan[None]:
         """Add ``ids`` to ``records`` (one read); an id that is not stored is damage, named by ``who``."""
@@ -292,12 +314,28 @@ class ContractPlans:
         self._stripped.drop_session(sid)
 
 
+def _stripped(rec: Record) -> Record:
+    """A cached copy of a keyframe record without its messages (never used to build a transcript)."""
+    return Record(rec.where, rec.info, rec.base, rec.base_step, [], rec.deltas, True)
+
+
 def _check_identity(info: dict[str, Any], sid: str, cid: str, where: str) -> None:
     if info.get("checkpoint_id") != cid or info.get("session_id") != sid:
         raise CorruptCheckpointError(
             f"{where}: holds checkpoint {info.get('checkpoint_id')!r} of session "
             f"{info.get('session_id')!r}, not {cid!r} of {sid!r}"
         )
+
+
+_IDS = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._@+=-]{0,%d}\n)*" % (MAX_ID_LENGTH - 1))
+
+
+def _all_ids(items: list[tuple[Any, bytes]]) -> bool:
+    """True if every key of ``items`` is a valid id (the rules of `validate_id`, in one match)."""
+    if not all(type(cid) is str for cid, _ in items):
+        return False
+    text = "".join(cid + "\n" for cid, _ in items)
+    return ".." not in text and text.count("\n") == len(items) and _IDS.fullmatch(text) is not None
 
 
 def _referenced(plans: ContractPlans, sid: str, cid: object) -> str:

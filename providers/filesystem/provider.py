@@ -49,6 +49,7 @@ from persistency.storage import BackendOptions, Lease, NewRecord, StorageBackend
 from .files import SUFFIX, Files, MemoryFiles
 from .lease import STATE_FILE, LocalLeases, MemoryLeases, check_lease_args
 from .local import SegmentStore
+from .segment import base_hint
 
 __all__ = ["FilesystemOptions", "FilesystemStorageProvider"]
 
@@ -246,9 +247,22 @@ class FilesystemStorageProvider(StorageBackend):
     def read_chain(self, session_id: str, checkpoint_id: str | None) -> list[tuple[str, bytes]]:
         """On a local disk the whole chain from one read of the segment, head first; else the head."""
         if self._segments is None:
-            return super().read_chain(session_id, checkpoint_id)
+            return self._walk_files(session_id, checkpoint_id)
         with self._translate(f"reading {self._segments.where(session_id)}"):
             return self._segments.read_chain(session_id, checkpoint_id)
+
+    def _walk_files(self, session_id: str, checkpoint_id: str | None) -> list[tuple[str, bytes]]:
+        """One file per record: the head and the bases its bytes name, read in one call (the same reads
+        the base would make one by one), so the base decodes the chain in one pass."""
+        chain = super().read_chain(session_id, checkpoint_id)
+        seen = {cid for cid, _ in chain}
+        while chain and (base := base_hint(chain[-1][1])) is not None and base not in seen:
+            got = self._read_each(session_id, [base], line=False).get(base)
+            if got is None:
+                break  # the base's plan reports what is missing
+            seen.add(base)
+            chain.append((base, got))
+        return chain
 
     def list_ids(self, session_id: str) -> list[str]:
         """The session's ids (segment index and record files); other files (a person's notes) are ignored."""

@@ -26,11 +26,12 @@ import itertools
 import json
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from persistency.errors import CorruptCheckpointError
 from persistency.storage.framing import info_json, split
 
-__all__ = ["SEGMENT", "Entry", "SegmentIndex", "end_line", "entry_bytes", "scan"]
+__all__ = ["SEGMENT", "Entry", "SegmentIndex", "base_hint", "end_line", "entry_bytes", "scan"]
 
 SEGMENT = "records.jsonl"
 """The segment's file name inside ``SESSION/checkpoints/`` (records of 0.1 sit beside it as ``ID.json``)."""
@@ -43,11 +44,13 @@ _EXPLICIT_BASE = b'","payload":{"format":2,"base":'
 _PARENT = b'"parent_id":"'
 _ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,127}")
 _DAMAGED = "its bytes in the segment are damaged"
+# One whole entry as the writer appends it: a record line, a payload line, its end line. The scan takes
+# entries of this shape in one match each and hands anything else to the line-by-line scan.
+_WHOLE = re.compile(rb'\{"v":2,"isum":"[^\n]*\n"psum":"[^\n]*\n\{"end":"([^"\n]*)"\}\n')
 
 
-@dataclass(frozen=True)
-class Entry:
-    """Where one record sits in the segment."""
+class Entry(NamedTuple):
+    """Where one record sits in the segment (a tuple: a scan makes one per record)."""
 
     #: offset of the record's first byte
     start: int
@@ -157,6 +160,14 @@ def _base_hint(buf: bytes, line1: tuple[int, int], line2: tuple[int, int]) -> st
     return _stored_id(buf[start:buf.find(b'"', start, start + 130)])
 
 
+def base_hint(record: bytes) -> str | None:
+    """The base a record's bytes name (a hint for walking a chain without decoding; None: none found)."""
+    nl = record.find(b"\n")
+    if nl < 0:
+        return None
+    return _base_hint(record, (0, nl + 1), (nl + 1, len(record)))
+
+
 def _add(index: SegmentIndex, cid: str, entry: Entry) -> None:
     if cid in index.entries:
         entry = Entry(entry.start, entry.stop, None, f"checkpoint {cid!r} is stored twice in the segment")
@@ -186,7 +197,41 @@ def scan(buf: bytes, offset: int, index: SegmentIndex) -> None:
     A torn tail is left out (``index.end`` stops before it). Damage is indexed, not raised: an
     entry that does not scan carries a ``damage`` reason that reading it reports.
     """
-    pos = block = 0
+    pos = _scan_whole(buf, offset, index)
+    if pos < len(buf):
+        _scan_lines(buf, pos, offset, index)
+
+
+def _scan_whole(buf: bytes, offset: int, index: SegmentIndex) -> int:
+    """Index the leading run of well-formed entries of ``buf`` (one regular-expression match each,
+    the same checks as `_scan_lines`); return where that run ends."""
+    pos = 0
+    match = _WHOLE.match
+    entries = index.entries
+    while (m := match(buf, pos)) is not None:
+        raw = m.group(1)
+        cid = _stored_id(raw)
+        stop = m.start(1) - len(_END)
+        nl = buf.index(b"\n", pos)
+        line1, line2 = (pos, nl + 1), (nl + 1, stop)
+        if cid is None or cid in entries or buf.find(b'"checkpoint_id":"' + raw + b'"', pos, nl + 1) < 0:
+            break  # damage or a duplicate: the line-by-line scan reports it
+        # the base hint, inline (`_base_hint`): the usual record names no explicit base, and its parent
+        explicit = buf.startswith(_EXPLICIT_BASE, nl + 1 + len(_LINE2) + 16)
+        base = _base_hint(buf, line1, line2) if explicit else None
+        if not explicit and (at := buf.find(_PARENT, pos, nl)) >= 0:
+            at += len(_PARENT)
+            base = _stored_id(buf[at:buf.find(b'"', at, at + 130)])
+        entries[cid] = Entry(offset + pos, offset + stop, base)
+        pos = m.end()
+        index.end = offset + pos
+        index.needs_newline = False
+    return pos
+
+
+def _scan_lines(buf: bytes, pos: int, offset: int, index: SegmentIndex) -> None:
+    """The general scan, line by line from ``pos`` (an entry boundary): damage, torn tails, blank lines."""
+    block = pos
     lines: list[tuple[int, int]] = []
     while (nl := buf.find(b"\n", pos)) >= 0:
         if buf.startswith(_END, pos):

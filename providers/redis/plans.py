@@ -27,7 +27,7 @@ from persistency.ids import validate_id
 from persistency.storage import LRUCache, NewRecord
 from persistency.storage.ops import StaleParent
 
-from .formats import pack_payload, rows, signature, text
+from .formats import pack_payload, rows, signature, text, unpack_reply
 from .scripts import CONNECT, Batch, Call, Keys, Plan, Script
 
 __all__ = ["Layout"]
@@ -68,8 +68,8 @@ class Layout:
         """The keys a session script names: the index too on a single node, where it is atomic."""
         return keys.all if self.cluster() else (*keys.all, self.index_key)
 
-    def _rows(self, sid: str, reply: Any) -> dict[str, bytes]:
-        got, sigs = rows(reply, lambda cid: self.where(sid, cid))
+    def _rows(self, sid: str, reply: Any, signed: int | None = None) -> dict[str, bytes]:
+        got, sigs = rows(reply, lambda cid: self.where(sid, cid), signed)
         for cid, sig in sigs.items():
             self.sigs.put((sid, cid), sig)
         return got
@@ -123,8 +123,11 @@ class Layout:
                                           if missing == "no index" else
                                           f"{missing!r} is listed but its record is missing (evicted or damaged)")
             )
-        got = self._rows(sid, reply)
-        return [(text(i), got[text(i)]) for i in reply[0] if text(i) in got] if reply else []
+        if not reply:
+            return []
+        reply = unpack_reply(reply, self.where(sid))
+        got = self._rows(sid, reply, signed=1)  # the head: what a resuming worker saves a child of
+        return [(text(i), got[text(i)]) for i in reply[0] if text(i) in got]
 
     def records_plan(self, sid: str, ids: Sequence[str]) -> Plan[dict[str, bytes]]:
         """The records of ``ids`` (and their bases) in one script."""

@@ -46,8 +46,9 @@ return 'ok'
 
 _LOAD = """
 -- KEYS: ids, info, payload; ARGV[1]: checkpoint id, or '' for the latest (greatest id)
--- Returns {ids, info lines, payload values} of the record and its bases, newest first: each
--- payload value starts with "NONCE BASE ", so the walk reads the base pointer without JSON.
+-- Returns the ids, info lines and payload values of the record and its bases, newest first, packed
+-- (see the end); each payload value starts with "NONCE BASE ", so the walk reads the base pointer
+-- without JSON.
 local cid = ARGV[1]
 if cid == '' then
   local last = redis.call('ZRANGE', KEYS[1], -1, -1)
@@ -78,7 +79,15 @@ while cur and not seen[cur] do
   end
 end
 if #ids == 0 then return {} end
-return {ids, infos, payloads}
+-- Packed: three strings and the lengths, not 3 x N replies (the client parses 4 bulk strings, not 3,000).
+local lens, ilist, plist = {}, {}, {}
+for i = 1, #ids do
+  local info, payload = infos[i], payloads[i]
+  lens[i] = (info and #info or -1) .. ' ' .. (payload and #payload or -1)
+  if info then ilist[#ilist + 1] = info end
+  if payload then plist[#plist + 1] = payload end
+end
+return {'packed', table.concat(ids, ' '), table.concat(lens, ' '), table.concat(ilist), table.concat(plist)}
 """
 
 _FETCH = """
