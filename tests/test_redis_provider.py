@@ -195,6 +195,40 @@ def test_loading_the_latest_of_a_1000_step_session_takes_at_most_3_round_trips(
         fresh.close()
 
 
+def test_loading_the_latest_is_at_most_2_round_trips_and_one_decode_of_the_transcript(
+    provider: RedisStorageProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from persistency.storage import decode
+
+    msgs = save_long_session(provider, "one-pass", 300, size=300)
+    fresh = RedisStorageProvider(provider.url)
+    parses: list[int] = []
+    singles: list[str] = []
+    real_loads, real_decode = getattr(decode, "loads"), decode.decode_record
+
+    def loads(data: bytes | str, where: str) -> Any:
+        parses.append(len(data))
+        return real_loads(data, where)
+
+    def decode_one(data: bytes, where: str, *args: Any) -> Any:
+        singles.append(where)
+        return real_decode(data, where, *args)
+
+    try:
+        fresh.list_sessions()  # connect (and detect cluster) outside the count
+        fresh.list_checkpoints("one-pass", limit=1)
+        monkeypatch.setattr(decode, "loads", loads)
+        monkeypatch.setattr(decode, "decode_record", decode_one)
+        with round_trips() as n:
+            latest = fresh.get_latest_checkpoint("one-pass")
+        assert latest is not None and latest.messages == msgs
+        assert n[0] <= 2, n[0]  # the load script (EVALSHA; a server that lost it: + EVAL)
+        assert len(parses) <= 2, parses  # the infos as one array, the payloads as another
+        assert singles == []
+    finally:
+        fresh.close()
+
+
 def test_a_save_in_a_new_process_reads_its_parent_once(provider: RedisStorageProvider) -> None:
     chain = make_chain(provider, "cold", 50)
     other = RedisStorageProvider(provider.url, key_prefix=provider.key_prefix)
