@@ -17,11 +17,12 @@ they are.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 
 from persistency.errors import CorruptCheckpointError
 
-__all__ = ["frame", "info_json", "is_legacy", "split", "split_many", "sum_hex"]
+__all__ = ["base_hint", "frame", "info_json", "is_legacy", "split", "split_many", "sum_hex"]
 
 _L1 = b'{"v":2,"isum":"'
 _L1_MID = b'","info":'
@@ -114,3 +115,34 @@ def split_many(items: list[tuple[str, bytes]], where: Callable[[str], str]) -> t
         infos.append(info)
         payloads.append(payload)
     return infos, payloads
+
+
+_EXPLICIT_BASE = b'","payload":{"format":2,"base":'
+_PARENT = b'"parent_id":"'
+_HINT_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,127}")
+
+
+def _hint_id(raw: bytes) -> str | None:
+    return raw.decode("ascii") if _HINT_ID.fullmatch(raw) is not None and b".." not in raw else None
+
+
+def base_hint(record: bytes) -> str | None:
+    """The base a record's bytes name, read without decoding: its explicit ``base``, else its parent.
+
+    A hint for a backend that walks a chain before handing it over (the plan checks every record);
+    None for a record stored whole, or bytes that do not say.
+    """
+    nl = record.find(b"\n")
+    if nl < 0:
+        return None
+    at = record.find(_EXPLICIT_BASE, nl + 1, nl + 1 + len(_L2) + _SUM_LEN + len(_EXPLICIT_BASE))
+    if at >= 0:
+        start = at + len(_EXPLICIT_BASE)
+        end = record.find(b'"', start + 1, start + 132)
+        return _hint_id(record[start + 1:end]) if record.startswith(b'"', start) and end > 0 else None
+    at = record.find(_PARENT, 0, nl)
+    if at < 0:
+        return None
+    start = at + len(_PARENT)
+    end = record.find(b'"', start, start + 130)
+    return _hint_id(record[start:end]) if end > 0 else None

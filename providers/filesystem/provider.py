@@ -45,11 +45,11 @@ from persistency.errors import (
 )
 from persistency.ids import validate_id
 from persistency.storage import BackendOptions, Lease, NewRecord, StorageBackend, validate_options
+from persistency.storage.framing import base_hint
 
 from .files import SUFFIX, Files, MemoryFiles
 from .lease import STATE_FILE, LocalLeases, MemoryLeases, check_lease_args
 from .local import SegmentStore
-from .segment import base_hint
 
 __all__ = ["FilesystemOptions", "FilesystemStorageProvider"]
 

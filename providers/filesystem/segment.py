@@ -31,7 +31,7 @@ from typing import NamedTuple
 from persistency.errors import CorruptCheckpointError
 from persistency.storage.framing import info_json, split
 
-__all__ = ["SEGMENT", "Entry", "SegmentIndex", "base_hint", "end_line", "entry_bytes", "scan"]
+__all__ = ["SEGMENT", "Entry", "SegmentIndex", "end_line", "entry_bytes", "scan"]
 
 SEGMENT = "records.jsonl"
 """The segment's file name inside ``SESSION/checkpoints/`` (records of 0.1 sit beside it as ``ID.json``)."""
@@ -158,14 +158,6 @@ def _base_hint(buf: bytes, line1: tuple[int, int], line2: tuple[int, int]) -> st
         return None
     start = at + len(_PARENT)
     return _stored_id(buf[start:buf.find(b'"', start, start + 130)])
-
-
-def base_hint(record: bytes) -> str | None:
-    """The base a record's bytes name (a hint for walking a chain without decoding; None: none found)."""
-    nl = record.find(b"\n")
-    if nl < 0:
-        return None
-    return _base_hint(record, (0, nl + 1), (nl + 1, len(record)))
 
 
 def _add(index: SegmentIndex, cid: str, entry: Entry) -> None:

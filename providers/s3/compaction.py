@@ -1,9 +1,11 @@
 """Compaction on S3: packs of chain segments, merged in levels, so a long session stays a few objects.
 
 Whenever a chain's step count crosses a multiple of ``pack_every``, the writer that won that
-checkpoint writes the chain segment since the previous crossing as one pack and one index (both
-create-only), and only then empties the records they hold. The winner of the checkpoint that
-crosses every 16th boundary merges the packs of that level into one and deletes the small ones.
+checkpoint writes the chain segment since the previous crossing of the level above as one pack and
+one index (both create-only), empties the records they hold, and deletes the packs the new one
+replaces: packs are cumulative within a level, so a chain is at most one pack per level (two below
+``pack_every`` x 256 steps) and a load reads that many. The records since the last crossing ride
+along in the newest record's object (`formats.carried`).
 A pack is complete before any record it holds is emptied, so every acknowledged checkpoint is
 readable at every instant; a writer killed mid-compaction leaves some records both whole and
 packed (a few extra bytes, never a loss).
@@ -42,27 +44,30 @@ class S3Compaction(S3Reads):
             size *= FANOUT
         return level, rec.base
 
-    def _maybe_pack(self, session_id: str, checkpoint_id: str) -> None:
+    def _maybe_pack(self, session_id: str, checkpoint_id: str) -> bool:
+        """Pack behind ``checkpoint_id`` if its step crosses a boundary; True if it did."""
         level, base = self._level(session_id, checkpoint_id)
         if level < 0:
-            return
-        if level == 0:  # the segment's records are in memory: this process usually just wrote them
-            self._pack_segment(session_id, checkpoint_id, level, base)
-            return
-        with self._viewing(session_id) as view:  # merging: read the session's packs in one round
+            return False
+        # Read what the pack replaces in one round: the writer usually holds it all in memory (the
+        # records it wrote, the pack it wrote last), so this costs the listing.
+        with self._viewing(session_id) as view:
             self._fill(view)
             self._pack_segment(session_id, checkpoint_id, level, base)
+        return True
 
     def _pack_segment(self, session_id: str, checkpoint_id: str, level: int, base: str | None) -> None:
-        """Pack the chain from ``checkpoint_id`` back to the previous crossing of ``level`` or higher."""
+        """Pack the chain from ``checkpoint_id`` back to the previous crossing of a level above ``level``
+        (cumulative: the new pack replaces the ones of ``level`` and below since then, so a chain is
+        at most one pack per level)."""
         segment = [checkpoint_id]
         whole = 1  # the newest records, after the previous level-0 crossing, are still whole objects
         packed_below = False
-        cap = 4 * self._pack_every * FANOUT**level
+        cap = 4 * self._pack_every * FANOUT**(level + 1)
         while base is not None and len(segment) < cap:
             older_level, older_base = self._level(session_id, base)
-            if older_level >= level:
-                break  # the previous pack of this level ends there
+            if older_level > level:
+                break  # the previous pack of a higher level ends there
             packed_below = packed_below or older_level >= 0  # from there back, smaller packs hold them
             segment.append(base)
             whole += 0 if packed_below else 1
@@ -77,8 +82,7 @@ class S3Compaction(S3Reads):
         records = [self._read(session_id, cid) for cid in segment]
         name = f"{segment[0]}{NAME_SEP}{segment[-1]}"
         self._write_pack(session_id, name, segment, records, tail)
-        if level > 0:
-            self._drop_packs_within(session_id, set(segment), keep=name)
+        self._drop_packs_within(session_id, set(segment), keep=name)
 
     def _write_pack(self, session_id: str, name: str, ids: list[str], records: list[bytes], empty: list[str]) -> None:
         """Pack, then index (both create-only), then empty the records: each step leaves every record readable."""

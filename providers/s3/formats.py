@@ -4,6 +4,9 @@
   Format 2 (this version) frames a zlib body with a checksum of its own, so a changed byte
   anywhere in the object is detected (gzip's header is not covered by its CRC); packs of 0.1
   (gzip) are still read.
+- A record object may *carry* the records of its chain since the last pack (`carried`): its own
+  two lines, then a pack of them, so loading the latest checkpoint is one GET for what is not
+  packed yet.
 - `Listing`, `PackCache` and `View`: what one listing found, decoded packs by ETag, and what
   one public call has fetched of a session.
 """
@@ -21,8 +24,8 @@ from typing import Any
 from persistency.errors import CorruptCheckpointError
 from persistency.storage.codec import sum_hex
 
-__all__ = ["INDEX_SUFFIX", "PACK_SUFFIX", "Listing", "PackCache", "View", "decode_index", "decode_pack",
-           "encode_index", "encode_pack"]
+__all__ = ["INDEX_SUFFIX", "PACK_SUFFIX", "Listing", "PackCache", "View", "carried", "decode_index", "decode_pack",
+           "encode_index", "encode_pack", "uncarried"]
 
 PACK_SUFFIX = ".pack.gz"
 INDEX_SUFFIX = ".index.gz"
@@ -31,8 +34,8 @@ _INDEX_FORMAT = "persistency-index/1"
 _FRAME = b"persistency-pack/2 "
 
 
-def _frame(raw: bytes) -> bytes:
-    body = zlib.compress(raw, 6)
+def _frame(raw: bytes, level: int = 6) -> bytes:
+    body = zlib.compress(raw, level)
     return _FRAME + sum_hex(b"s3-pack", body) + b"\n" + body
 
 
@@ -65,10 +68,10 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], bytes]:
     return header, body
 
 
-def encode_pack(ids: list[str], records: list[bytes]) -> bytes:
-    """A pack object holding ``records`` (whole) of ``ids``."""
+def encode_pack(ids: list[str], records: list[bytes], level: int = 6) -> bytes:
+    """A pack object holding ``records`` (whole) of ``ids`` (``level``: zlib's)."""
     header = json.dumps({"format": _PACK_FORMAT, "ids": ids, "sizes": [len(r) for r in records]})
-    return _frame(header.encode() + b"\n" + b"".join(records))
+    return _frame(header.encode() + b"\n" + b"".join(records), level)
 
 
 def encode_index(ids: list[str], infos: list[bytes]) -> bytes:
@@ -90,6 +93,21 @@ def decode_pack(data: bytes, where: str) -> dict[str, bytes]:
         out[cid] = body[pos:pos + size]
         pos += size
     return out
+
+
+def carried(record: bytes, ids: list[str], records: list[bytes]) -> bytes:
+    """A record object: ``record`` (two lines), then, if any, a pack of the chain records it carries."""
+    return record + encode_pack(ids, records, 1) if ids else record  # written at every save: zlib's fastest
+
+
+def uncarried(data: bytes, where: str) -> tuple[bytes, dict[str, bytes]]:
+    """A record object's own record and the records it carries (none for a plain record or one of 0.1)."""
+    end = data.find(b"\n", data.find(b"\n") + 1) + 1
+    if end <= 0 or end == len(data):
+        return data, {}
+    if not data.startswith(_FRAME, end):
+        raise CorruptCheckpointError(f"{where}: bytes after the record that are not a pack (the object is damaged)")
+    return data[:end], decode_pack(data[end:], where)
 
 
 def decode_index(data: bytes, where: str) -> dict[str, bytes]:

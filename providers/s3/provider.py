@@ -31,10 +31,11 @@ from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.redaction import redact_url, scrub_exception
 from persistency.storage import Lease, LRUCache, NewRecord
+from persistency.storage.framing import base_hint
 
 from ._lease import S3Leases
 from .compaction import S3Compaction, logger
-from .formats import PackCache
+from .formats import PackCache, carried
 from .options import BUCKET_RE, S3Options, check_options, parse_s3_url
 from .reads import RECORDS
 
@@ -142,6 +143,8 @@ class S3StorageProvider(S3Compaction):
                 exc, self._scrub)
         self._fs.retries = 1  # botocore's retry config retries, with backoff; no second loop on top
         self._recent = LRUCache(max(4 * pack_every, 256))  # (ETag, bytes) of unpacked records
+        self._carries = LRUCache(64)  # (session, id) -> the unpacked chain a child of it carries
+        self._carry_seen = LRUCache(64)  # (session, id) -> (ETag, what its object carries)
         self._packs = PackCache(pack_cache_bytes)
 
     @classmethod
@@ -169,19 +172,50 @@ class S3StorageProvider(S3Compaction):
         """One conditional PUT (``If-None-Match: *``); every ``pack_every`` steps, pack the chain behind it."""
         session_id, checkpoint_id, data = record.session_id, record.checkpoint_id, record.data
         key = self._record_key(session_id, checkpoint_id)
+        # The records of its chain since the last pack ride along, so a load GETs one object for them.
+        carry: tuple[tuple[str, bytes], ...] = ()
+        if record.base_id is not None:
+            carry = self._carries.get((session_id, record.base_id)) or ()
+        body = carried(data, [c for c, _ in carry], [d for _, d in carry])
         etag = self._s3(f"saving checkpoint {checkpoint_id!r} of session {session_id!r}",
-                         self._aput, key, data, True)
+                         self._aput, key, body, True)
         if etag is None:
             raise CheckpointConflictError(
                 f"checkpoint {checkpoint_id!r} already exists in session {session_id!r} "
                 f"(s3://{self._bucket}/{key}); another writer saved it first"
             )
         self._remember(session_id, checkpoint_id, etag, data)
+        if carry:
+            self._carry_seen.put((session_id, checkpoint_id), (etag, dict(carry)))
+        packed = False
         try:
-            self._maybe_pack(session_id, checkpoint_id)
+            packed = self._maybe_pack(session_id, checkpoint_id)
         except Exception as exc:  # the save succeeded; a failed compaction only costs reads later
             logger.warning("S3 %s: packing session %r after %r failed: %s", self._display, session_id,
                            checkpoint_id, exc)
+        # what a child carries: nothing after a pack; else this record's carry and the record itself
+        self._carries.put((session_id, checkpoint_id),
+                          () if packed else (*carry, (checkpoint_id, data))[-self._pack_every:])
+
+    def read_chain(self, session_id: str, checkpoint_id: str | None) -> list[tuple[str, bytes]]:
+        """The head (None: the greatest id in the listing) and as much of its chain as one concurrent round
+        brings: the head's object with the records it carries, and the packs. The base reads the rest."""
+        with self._viewing(session_id) as view:
+            listing = self._listing(view)
+            head = checkpoint_id if checkpoint_id is not None else max(listing.records, default=None)
+            if head is None:
+                return []
+            if head in listing.records and not self._fetch_chain(view, head):
+                self._fill(view)  # the listing went stale: the general path re-lists what it must
+            try:
+                data = self._read(session_id, head)
+            except CheckpointNotFoundError:
+                return []
+            chain, seen = [(head, data)], {head}
+            while (base := base_hint(chain[-1][1])) is not None and base not in seen and base in view.records:
+                seen.add(base)
+                chain.append((base, view.records[base]))
+            return chain
 
     def read_records(self, session_id: str, checkpoint_ids: Sequence[str]) -> dict[str, bytes]:
         """The records (from the call's view: one listing, one concurrent round of GETs)."""
@@ -216,6 +250,8 @@ class S3StorageProvider(S3Compaction):
         keys = sorted((o["Key"] for o in objects), key=lambda k: not k[len(root):].startswith(RECORDS))
         failed = self._s3(f"deleting session {session_id!r}", self._adelete_keys, keys) if keys else []
         self._recent.drop_session(session_id)
+        self._carries.drop_session(session_id)
+        self._carry_seen.drop_session(session_id)
         self._packs.drop(root)
         self._leases().advance_generation(session_id)  # p12: generations (s3/_lease.py)
         if failed:

@@ -17,7 +17,7 @@ from persistency.errors import CheckpointNotFoundError, CorruptCheckpointError, 
 from persistency.ids import validate_id
 from persistency.storage import LRUCache
 
-from .formats import INDEX_SUFFIX, PACK_SUFFIX, Listing, PackCache, View, decode_index, decode_pack
+from .formats import INDEX_SUFFIX, PACK_SUFFIX, Listing, PackCache, View, decode_index, decode_pack, uncarried
 from .transport import S3Transport
 
 __all__ = ["NAME_SEP", "PACKS", "RECORDS", "S3Reads"]
@@ -36,6 +36,8 @@ class S3Reads(S3Transport):
     _root: str
     _recent: LRUCache
     _packs: PackCache
+    #: (session, id) -> (ETag, records its object carries), so a second load needs no GET of them
+    _carry_seen: LRUCache
 
     # -- keys ---------------------------------------------------------------------------------------------
     def _session_root(self, session_id: str) -> str:
@@ -182,8 +184,7 @@ class S3Reads(S3Transport):
             blobs = [fetched[self._record_key(sid, cid)] for cid in fetch]
             for cid, blob in zip(fetch, blobs, strict=True):
                 if blob:
-                    view.records[cid] = blob
-                    self._remember(sid, cid, listing.etags.get(cid, ""), blob)
+                    view.records[cid] = self._own(view, cid, listing.etags.get(cid, ""), blob)
                 elif blob is not None:
                     emptied = True  # packed since the listing
         if emptied or any(k.endswith(PACK_SUFFIX) and v is None for k, v in fetched.items()):
@@ -191,6 +192,53 @@ class S3Reads(S3Transport):
             packs = {n: e for n, e in fresh.packs.items() if n in fresh.indexes}  # (all: what was emptied is unknown)
         for cid, data in self._load_packed(sid, packs, PACK_SUFFIX, fetched).items():
             view.records.setdefault(cid, data)
+
+    def _own(self, view: View | None, checkpoint_id: str, etag: str, blob: bytes) -> bytes:
+        """The record of a record object just fetched (remembered by its ETag); what it carries goes to
+        ``view`` (records are immutable: a carried copy is the record itself)."""
+        sid = view.session_id if view is not None else ""
+        record, carried = uncarried(blob, f"s3://{self._bucket}/{self._record_key(sid, checkpoint_id)}")
+        if view is not None:
+            for cid, data in carried.items():
+                view.records.setdefault(cid, data)
+            self._remember(sid, checkpoint_id, etag, record)
+            if carried:
+                self._carry_seen.put((sid, checkpoint_id), (etag, carried))
+        return record
+
+    def _fetch_chain(self, view: View, head: str) -> bool:
+        """One concurrent round for a chain: the head's object (with what it carries) and the packs that
+        hold emptied records, but not the other unpacked records. False if the listing went stale."""
+        sid = view.session_id
+        listing = self._listing(view)
+        packed = [cid for cid, size in listing.records.items() if size == 0]
+        packs = self._covering({n: e for n, e in listing.packs.items() if n in listing.indexes}, packed)
+        keys = self._uncached(sid, packs, PACK_SUFFIX)
+        whole = listing.records.get(head, 0) > 0
+        if whole and head not in view.records:
+            recalled = self._recalled(sid, head, listing.etags.get(head))
+            if recalled is not None:
+                view.records[head] = recalled
+                seen: tuple[str, dict[str, bytes]] | None = self._carry_seen.get((sid, head))
+                if seen is not None and seen[0] == listing.etags.get(head):
+                    for cid, data in seen[1].items():
+                        view.records.setdefault(cid, data)
+            else:
+                keys.insert(0, self._record_key(sid, head))
+        fetched: dict[str, bytes | None] = {}
+        if keys:
+            fetched = dict(zip(keys, self._s3(f"reading session {sid!r}", self._aget_many, keys), strict=True))
+        head_key = self._record_key(sid, head)
+        if head_key in fetched:
+            blob = fetched.pop(head_key)
+            if not blob:
+                return False  # packed or deleted since the listing
+            view.records[head] = self._own(view, head, listing.etags.get(head, ""), blob)
+        if any(v is None for v in fetched.values()):
+            return False  # a pack merged away since the listing
+        for cid, data in self._load_packed(sid, packs, PACK_SUFFIX, fetched).items():
+            view.records.setdefault(cid, data)
+        return True
 
     def _remember(self, session_id: str, checkpoint_id: str, etag: str, data: bytes) -> None:
         self._recent.put((session_id, checkpoint_id), (etag, data))
@@ -229,7 +277,9 @@ class S3Reads(S3Transport):
             raise CheckpointNotFoundError(
                 f"no checkpoint {checkpoint_id!r} in session {session_id!r} (s3://{self._bucket}/{key})"
             )
-        return blob or self._find_packed(session_id, checkpoint_id)
+        if not blob:
+            return self._find_packed(session_id, checkpoint_id)
+        return uncarried(blob, f"s3://{self._bucket}/{key}")[0]
 
     def _read_info_line(self, session_id: str, checkpoint_id: str) -> bytes:
         view = self._view(session_id)
