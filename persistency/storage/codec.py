@@ -7,7 +7,7 @@ Backends built on `StorageBackend` never call it; a backend that stores records 
 from __future__ import annotations
 
 from persistency.storage.assemble import chain_of, info_from_raw, lineage_of, materialize, materialize_chain
-from persistency.storage.decode import check_delta, decode_info_line, decode_record
+from persistency.storage.decode import check_delta, decode_info_line, decode_record, decode_records
 from persistency.storage.encode import DEDUP_FIELDS, encode
 from persistency.storage.framing import is_legacy, sum_hex
 from persistency.storage.jsontext import dumps, loads
@@ -18,6 +18,7 @@ __all__ = [
     "check_delta",
     "decode_info_line",
     "decode_record",
+    "decode_records",
     "dumps",
     "encode",
     "info_from_raw",
