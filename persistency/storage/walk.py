@@ -22,7 +22,7 @@ few built transcripts. Consecutive checkpoints share their message dicts: copy o
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -186,9 +186,30 @@ class _Walk:
 
         while True:
             try:
-                return materialize(rec, fetch)
+                return self._on_base(rec, fetch) or materialize(rec, fetch)
             except _Missing as miss:
                 yield from self.read([miss.checkpoint_id])
+
+    def _on_base(self, rec: Record, fetch: Callable[[str], Record]) -> Checkpoint | None:
+        """The fast path: validate what is new in ``rec`` only and put its base's transcript in front.
+
+        The base's messages were checked when it was built (and every stored message is a JSON object,
+        all a transcript holds), so this accepts exactly what `materialize` accepts; anything it does not
+        recognise (no built base, a step that does not add up) returns None for `materialize` to decide,
+        with the error ``get_checkpoint`` raises.
+        """
+        step = rec.info.get("step")
+        prefix: list[dict[str, Any]] = []
+        if rec.base is not None:
+            base = self.built.get(rec.base)
+            if base is None or base.info.get("step") != rec.base_step:
+                return None
+            prefix = base.messages
+        if type(step) is not int or rec.base_step != len(prefix) or step != len(prefix) + len(rec.messages):
+            return None
+        own = Record(rec.where, {**rec.info, "step": len(rec.messages)}, None, 0, rec.messages, rec.deltas)
+        partial = materialize(own, fetch)
+        return partial.model_copy(update={"step": step, "messages": prefix + partial.messages})
 
     def load(self, cid: str) -> Generator[Op, Any, Checkpoint | PersistencyError]:
         """What ``get_checkpoint`` gives for ``cid``: the checkpoint, or the error it raises."""
