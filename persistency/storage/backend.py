@@ -245,7 +245,8 @@ class StorageBackend(ContractPlans, PersistencyStorageProvider):
     def iter_checkpoints(self, session_id: str, checkpoint_ids: Iterable[str] | None = None
                          ) -> Iterator[tuple[str, Checkpoint | PersistencyError]]:
         """What `get_checkpoint` gives for each id, each record read once (`persistency.storage.walk`):
-        ``read_records`` in batches, each transcript built on its base's."""
+        ``read_records`` in batches, each transcript built on its base's. The checkpoints share their
+        message dicts: copy one (``model_copy(deep=True)``) before changing its messages."""
         return iterate(self, session_id, checkpoint_ids)
 
     def list_checkpoint_ids(self, session_id: str) -> list[str]:

@@ -229,7 +229,8 @@ class _Walk:
             raise
         except PersistencyError as exc:
             return exc
-        self.built[cid] = Record(rec.where, rec.info, None, 0, cp.messages, rec.deltas)
+        # its own list: a caller that appends to the checkpoint's transcript does not change the next one's
+        self.built[cid] = Record(rec.where, rec.info, None, 0, list(cp.messages), rec.deltas)
         while len(self.built) > _WINDOW:
             self.built.popitem(last=False)
         return cp
