@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from persistency.providers.filesystem import FilesystemStorageProvider
 
 from persistency import PersistencyStorageProvider, provider_from_url
 from persistency.errors import CheckpointNotFoundError, CorruptCheckpointError, InvalidIdentifierError
 from persistency.ids import checkpoint_id_for
 from persistency.storage import NewRecord
 from persistency.testing import make_chain
-from persistency.providers.filesystem import FilesystemStorageProvider
 from tests.fs_records import record_file
 from tests.servers.s3_server import S3Server
 from tests.test_cli import run

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from persistency.providers.filesystem import FilesystemStorageProvider
 from typer.testing import CliRunner
 
 from persistency import __version__, provider_from_url
@@ -20,7 +21,6 @@ from persistency.cli._walk import SAVE_BATCH
 from persistency.provider import PersistencyStorageProvider
 from persistency.storage import NewRecord
 from persistency.testing import make_chain, make_checkpoint
-from persistency.providers.filesystem import FilesystemStorageProvider
 from tests.test_cli import Result, assert_one_line_error, run
 
 
