@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
+from persistency.errors import PersistencyError, StorageUnavailableError
+from persistency.ids import validate_id
 from persistency.models import Checkpoint, CheckpointInfo
 
 __all__ = ["PersistencyStorageProvider"]
@@ -91,6 +94,50 @@ class PersistencyStorageProvider(ABC):
         """Async `list_checkpoint_ids`."""
         return await asyncio.to_thread(self.list_checkpoint_ids, session_id)
 
+    def iter_checkpoints(self, session_id: str, checkpoint_ids: Iterable[str] | None = None
+                         ) -> Iterator[tuple[str, Checkpoint | PersistencyError]]:
+        """Load many checkpoints of a session: ``(checkpoint_id, checkpoint)`` for each, in order.
+
+        For each id it gives what `get_checkpoint` gives: the checkpoint, or, in its place, the
+        `PersistencyError` that `get_checkpoint` raises for it (a damaged record, a missing base, a
+        missing key), so one damaged checkpoint does not stop the walk. `StorageUnavailableError` is
+        raised (the store is down: that is not about one checkpoint); a bad id is refused with
+        `InvalidIdentifierError` before any read.
+
+        Args:
+            session_id: the session to walk.
+            checkpoint_ids: the ids to load, in this order (parents before children is fastest);
+                None: every checkpoint of the session, oldest first.
+
+        The default calls `get_checkpoint` for each id (correct for any provider; n loads of whole
+        chains). `persistency.storage.StorageBackend` overrides it with a walk that reads each record
+        once and builds each transcript on its parent's.
+        """
+        sid = validate_id(session_id, "session_id")
+        ids = self.list_checkpoint_ids(sid) if checkpoint_ids is None else _validated(checkpoint_ids)
+        for cid in ids:
+            try:
+                loaded: Checkpoint | PersistencyError = self.get_checkpoint(sid, cid)
+            except StorageUnavailableError:
+                raise
+            except PersistencyError as exc:
+                loaded = exc
+            yield cid, loaded
+
+    async def aiter_checkpoints(self, session_id: str, checkpoint_ids: Iterable[str] | None = None
+                                ) -> AsyncIterator[tuple[str, Checkpoint | PersistencyError]]:
+        """Async `iter_checkpoints` (the default awaits `aget_checkpoint` for each id)."""
+        sid = validate_id(session_id, "session_id")
+        ids = await self.alist_checkpoint_ids(sid) if checkpoint_ids is None else _validated(checkpoint_ids)
+        for cid in ids:
+            try:
+                loaded: Checkpoint | PersistencyError = await self.aget_checkpoint(sid, cid)
+            except StorageUnavailableError:
+                raise
+            except PersistencyError as exc:
+                loaded = exc
+            yield cid, loaded
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections and files. Idempotent."""
 
@@ -147,3 +194,8 @@ class PersistencyStorageProvider(ABC):
     async def aclose(self) -> None:
         """Async `close`."""
         await asyncio.to_thread(self.close)
+
+
+def _validated(checkpoint_ids: Iterable[str]) -> list[str]:
+    """Ids a caller gave, each validated before any I/O."""
+    return [validate_id(c, "checkpoint_id") for c in checkpoint_ids]

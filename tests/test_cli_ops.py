@@ -8,17 +8,19 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from persistency.providers.filesystem import FilesystemStorageProvider
 from typer.testing import CliRunner
 
 from persistency import __version__, provider_from_url
 from persistency.cli import app
+from persistency.cli._walk import SAVE_BATCH
 from persistency.provider import PersistencyStorageProvider
+from persistency.storage import NewRecord
 from persistency.testing import make_chain, make_checkpoint
-from providers.filesystem import FilesystemStorageProvider
 from tests.test_cli import Result, assert_one_line_error, run
 
 
@@ -237,54 +239,56 @@ def test_copy_and_verify_show_rate_and_eta_on_a_terminal(provider: PersistencySt
     assert run("verify", "-u", dst).stderr == ""  # not a terminal: no progress
 
 
-@pytest.mark.skip(reason="needs a public streaming read the storage rewrite left out (CHANGELOG)")
 def test_copy_interrupted_by_ctrl_c_says_how_to_finish_and_a_rerun_does(
     provider: PersistencyStorageProvider, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made = make_chain(provider, "conv-1", 40)
+    n = SAVE_BATCH * 2 + 30
+    made = make_chain(provider, "conv-1", n)
     dst = f"memory://cp-{uuid.uuid4().hex}"
-    original = FilesystemStorageProvider._write_new
-    writes = {"n": 0}
+    original = FilesystemStorageProvider.write_records  # what copy stores each batch with
+    batches = {"n": 0}
 
-    def ctrl_c_after_15(self: FilesystemStorageProvider, sid: str, cid: str, data: bytes) -> None:
-        writes["n"] += 1
-        if writes["n"] > 15:
+    def ctrl_c_in_the_third_batch(self: FilesystemStorageProvider, records: Sequence[NewRecord]) -> None:
+        batches["n"] += 1
+        if batches["n"] > 2:
             raise KeyboardInterrupt
-        original(self, sid, cid, data)
+        original(self, records)
 
-    monkeypatch.setattr(FilesystemStorageProvider, "_write_new", ctrl_c_after_15)
+    monkeypatch.setattr(FilesystemStorageProvider, "write_records", ctrl_c_in_the_third_batch)
     r = run("copy", store, dst)
     assert r.exit_code == 130
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "run the same command again to finish" in lines[0] and "15 of 40" in lines[0]
-    monkeypatch.setattr(FilesystemStorageProvider, "_write_new", original)
+    done = 2 * SAVE_BATCH
+    assert len(lines) == 1 and "run the same command again to finish" in lines[0], r.stderr
+    assert f"{done:,} of {n:,}" in lines[0], lines[0]
+    monkeypatch.setattr(FilesystemStorageProvider, "write_records", original)
     again = run("copy", store, dst, "--json")
     assert again.exit_code == 0 and again.json()["sessions"][0] == {
-        "session_id": "conv-1", "copied": 25, "skipped": 15, "failed": []}
+        "session_id": "conv-1", "copied": n - done, "skipped": done, "failed": []}
     copied = provider_from_url(dst)
     assert copied.get_checkpoint("conv-1", made[-1].checkpoint_id) == made[-1]
 
 
-@pytest.mark.skip(reason="needs a public streaming read the storage rewrite left out (CHANGELOG)")
 def test_verify_interrupted_by_ctrl_c_names_where_to_go_on(
     provider: PersistencyStorageProvider, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for sid in ("a", "b", "c"):
         make_chain(provider, sid, 3)
-    original = FilesystemStorageProvider._read
+    original = FilesystemStorageProvider.read_records  # what the walk reads records with
     seen: list[str] = []
 
-    def ctrl_c_in_b(self: FilesystemStorageProvider, sid: str, cid: str) -> bytes:
+    def ctrl_c_in_b(self: FilesystemStorageProvider, sid: str, ids: Sequence[str]) -> dict[str, bytes]:
         if sid == "b":
             raise KeyboardInterrupt
         seen.append(sid)
-        return original(self, sid, cid)
+        return original(self, sid, ids)
 
-    monkeypatch.setattr(FilesystemStorageProvider, "_read", ctrl_c_in_b)
+    monkeypatch.setattr(FilesystemStorageProvider, "read_records", ctrl_c_in_b)
     r = run("verify", "-u", store)
     assert r.exit_code == 130
+    assert seen == ["a"]  # one batch read per session
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "persistency verify --from-session b" in lines[0]
-    monkeypatch.setattr(FilesystemStorageProvider, "_read", original)
+    monkeypatch.setattr(FilesystemStorageProvider, "read_records", original)
     rest = run("verify", "--from-session", "b", "-u", store, "--json")
     assert rest.exit_code == 0 and rest.json()["sessions"] == 2 and rest.json()["checkpoints"] == 6

@@ -75,3 +75,18 @@ def test_loading_the_latest_of_a_long_session_is_one_query_for_the_chain(tmp_pat
     latest = fresh.get_latest_checkpoint("long")
     assert latest is not None and latest.messages == chain[-1].messages
     assert calls.count("read_chain") == 1 and calls.count("read_records") <= 1, calls
+
+
+def test_the_example_registers_under_its_own_scheme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from persistency import provider_from_url, registry
+    from persistency.errors import ProviderConfigError
+    from persistency.storage import register_provider
+
+    monkeypatch.setattr(registry, "_RUNTIME", {})  # this test's registration only
+    with pytest.raises(ProviderConfigError, match="already served"):
+        register_provider("sqlite", SQLiteStorageProvider)  # the built-in's scheme is refused
+    register_provider("minisqlite", SQLiteStorageProvider)  # what docs/storage.md says to write
+    with provider_from_url(f"minisqlite://{tmp_path / 'c.db'}") as p:
+        assert isinstance(p, SQLiteStorageProvider)
+        make_chain(p, "s", 3)
+        assert [c for c, _ in p.iter_checkpoints("s")] == p.list_checkpoint_ids("s")

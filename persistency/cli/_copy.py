@@ -2,7 +2,9 @@
 
 Checkpoints already at the destination are skipped, so a re-run finishes an interrupted copy. Parents
 are saved before their children, so the destination stores deltas against them just as the source
-did. `copy_checkpoints` is shared with ``prune``, which rewrites a session through a staging copy.
+did. The source is read with one walk per session (`iter_checkpoints`: each record read once) and the
+destination written in batches (one sync each where the backend can), so a copy is linear in the
+number of records. `copy_checkpoints` is shared with ``prune``, which rewrites a session through a staging copy.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from persistency.cli._common import (
     progress_bar,
     require_session,
 )
-from persistency.cli._walk import iter_checkpoints
+from persistency.cli._walk import SAVE_BATCH, iter_checkpoints, save_batch
 from persistency.errors import CheckpointConflictError, PersistencyError
 from persistency.ids import validate_id
-from persistency.models import CheckpointInfo
+from persistency.models import Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
 from persistency.registry import redact_url
 
@@ -119,22 +121,42 @@ def copy_checkpoints(
             result.skipped += 1
         if advance is not None:
             advance()
+    batch: list[Checkpoint] = []
+
+    def store() -> None:
+        """Save the batch; if it fails, each one alone, so the error lands on its checkpoint."""
+        try:
+            save_batch(dst, batch)
+            result.copied.extend(cp.checkpoint_id for cp in batch)
+        except PersistencyError:
+            for cp in batch:
+                try:
+                    if cp.parent_id is not None and cp.parent_id in failed:
+                        raise PersistencyError(f"not copied: its parent {cp.parent_id!r} was not copied")
+                    dst.save_checkpoint(cp)
+                    result.copied.append(cp.checkpoint_id)
+                except CheckpointConflictError:
+                    result.skipped += 1  # another copy won the race (or the batch stored it): it is there
+                except PersistencyError as exc:
+                    fail(cp.checkpoint_id, str(exc))
+        if advance is not None:  # after the write, not on Ctrl-C: the count says what was done
+            for _ in batch:
+                advance()
+        batch.clear()
+
     for cid, loaded in iter_checkpoints(src, session_id, list(todo)):
         parent = todo[cid].parent_id
-        try:
-            if parent is not None and parent in failed:
-                raise PersistencyError(f"not copied: its parent {parent!r} was not copied")
-            if isinstance(loaded, PersistencyError):
-                raise loaded
-            cp = loaded if target == session_id else loaded.model_copy(update={"session_id": target})
-            dst.save_checkpoint(cp)
-            result.copied.append(cid)
-        except CheckpointConflictError:
-            result.skipped += 1  # another copy won the race: the checkpoint is there
-        except PersistencyError as exc:
-            fail(cid, str(exc))
-        if advance is not None:  # not on Ctrl-C: the count says what was done
-            advance()
+        if isinstance(loaded, PersistencyError) or (parent is not None and parent in failed):
+            store()  # what came before is stored first, and the progress stays in order
+            fail(cid, str(loaded) if isinstance(loaded, PersistencyError)
+                 else f"not copied: its parent {parent!r} was not copied")
+            if advance is not None:
+                advance()
+            continue
+        batch.append(loaded if target == session_id else loaded.model_copy(update={"session_id": target}))
+        if len(batch) >= SAVE_BATCH:
+            store()
+    store()
     return result
 
 
@@ -150,11 +172,11 @@ def readable_infos(
     except PersistencyError:
         infos: list[CheckpointInfo] = []
         failed: list[tuple[str, str]] = []
-        for cid in checkpoint_ids(src, session_id):
-            try:
-                infos.append(src.get_checkpoint(session_id, cid).info())
-            except PersistencyError as exc:
-                failed.append((cid, str(exc)))
+        for cid, loaded in iter_checkpoints(src, session_id, checkpoint_ids(src, session_id)):
+            if isinstance(loaded, PersistencyError):
+                failed.append((cid, str(loaded)))
+            else:
+                infos.append(loaded.info())
         return infos, failed
 
 

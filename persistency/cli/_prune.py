@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from persistency.cli._common import (
     JsonOption,
     UrlOption,
     YesOption,
+    checkpoint_ids,
     checkpoint_json,
     confirm,
     display_url,
@@ -56,6 +58,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
 MAX_AGE = timedelta(days=100 * 365)
 """The longest --older-than: a century (a larger one overflows date arithmetic and means "all" anyway)."""
+_RECENT = 8  # transcripts kept while digesting, for the children that extend them
 
 
 def parse_duration(text: str) -> timedelta:
@@ -130,22 +133,46 @@ def plan_session(session_id: str, infos: list[CheckpointInfo], cutoff: datetime 
 
 
 def _digests(p: PersistencyStorageProvider, sid: str, ids: list[str]) -> dict[str, bytes]:
-    """A digest of each checkpoint as loaded, its session id aside (one walk: see `iter_checkpoints`)."""
+    """A digest of each checkpoint as loaded, its session id aside, from one walk of ``ids`` (parents first).
+
+    Linear, not quadratic, in the transcripts' length: a transcript that extends its parent's (the
+    prefix compares equal, which costs a pointer comparison per message when the walk shares the
+    parent's messages, as `iter_checkpoints` does) is digested as the parent's digest and the new
+    messages; any other transcript is digested whole. Equal digests therefore mean equal transcripts.
+    """
     out: dict[str, bytes] = {}
+    recent: OrderedDict[str, tuple[list[dict[str, Any]], bytes]] = OrderedDict()  # parent transcripts
     for cid, loaded in iter_checkpoints(p, sid, ids):
         if isinstance(loaded, PersistencyError):
             raise loaded
-        data = {**checkpoint_json(loaded), "session_id": None}
-        out[cid] = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).digest()
+        messages = loaded.messages
+        parent = recent.get(loaded.parent_id) if loaded.parent_id is not None else None
+        if parent is not None and len(messages) >= len(parent[0]) and messages[:len(parent[0])] == parent[0]:
+            transcript = _sha(b"extends", parent[1], _json(messages[len(parent[0]):]))
+        else:
+            transcript = _sha(b"whole", _json(messages))
+        recent[cid] = (messages, transcript)
+        while len(recent) > _RECENT:
+            recent.popitem(last=False)
+        rest = {**checkpoint_json(loaded.model_copy(update={"messages": []})), "session_id": None}
+        out[cid] = _sha(transcript, _json(rest))
     return out
 
 
-def _check_copy(p: PersistencyStorageProvider, sid: str, staging: str, ids: list[str]) -> None:
-    """Read the staging copy back and compare it with the original, checkpoint by checkpoint.
+def _json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, default=str).encode()
 
-    The two sessions are walked one after the other, never interleaved: a provider's bulk-read scope
-    (S3's view of a session) is one per thread, and two open at once would outlive each other.
-    """
+
+def _sha(*parts: bytes) -> bytes:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.digest()
+
+
+def _check_copy(p: PersistencyStorageProvider, sid: str, staging: str, ids: list[str]) -> None:
+    """Read the staging copy back and compare it with the original, checkpoint by checkpoint."""
     original = _digests(p, sid, ids)
     try:
         copied = _digests(p, staging, ids)
@@ -170,7 +197,7 @@ def _restore(p: PersistencyStorageProvider, staging: str, sid: str, advance: Adv
 
 def _unchanged(p: PersistencyStorageProvider, plan: PrunePlan) -> None:
     """Refuse to go on if the session gained or lost checkpoints since it was planned (a live chat)."""
-    if [i.checkpoint_id for i in p.list_checkpoints(plan.session_id)] != plan.seen:
+    if checkpoint_ids(p, plan.session_id) != plan.seen:
         raise PersistencyError(f"session {plan.session_id!r} changed while pruning (a chat is writing to it); "
                                "skipped")
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import ClassVar, TypeVar
 
 from pydantic import ConfigDict, NonNegativeInt
 
+from persistency.errors import PersistencyError
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
 from persistency.storage.cache import LRUCache
@@ -37,6 +38,7 @@ from persistency.storage.ops import Plan
 from persistency.storage.options import BackendOptions, validate_options
 from persistency.storage.plans import ContractPlans
 from persistency.storage.records import NewRecord, Record
+from persistency.storage.walk import aiterate, iterate
 
 __all__ = ["StorageBackend"]
 
@@ -240,6 +242,13 @@ class StorageBackend(ContractPlans, PersistencyStorageProvider):
         """Infos oldest first, reading info lines only (never a message payload)."""
         return self._run(self._list_plan(session_id, run_id, limit, before))
 
+    def iter_checkpoints(self, session_id: str, checkpoint_ids: Iterable[str] | None = None
+                         ) -> Iterator[tuple[str, Checkpoint | PersistencyError]]:
+        """What `get_checkpoint` gives for each id, each record read once (`persistency.storage.walk`):
+        ``read_records`` in batches, each transcript built on its base's. The checkpoints share their
+        message dicts: copy one (``model_copy(deep=True)``) before changing its messages."""
+        return iterate(self, session_id, checkpoint_ids)
+
     def list_checkpoint_ids(self, session_id: str) -> list[str]:
         """Every checkpoint id of the session, sorted, from the listing alone (no record decoded)."""
         return self._run(self._ids_plan(session_id))
@@ -279,6 +288,11 @@ class StorageBackend(ContractPlans, PersistencyStorageProvider):
     async def alist_checkpoint_ids(self, session_id: str) -> list[str]:
         """Async `list_checkpoint_ids`."""
         return await self._arun(self._ids_plan(session_id))
+
+    def aiter_checkpoints(self, session_id: str, checkpoint_ids: Iterable[str] | None = None
+                          ) -> AsyncIterator[tuple[str, Checkpoint | PersistencyError]]:
+        """Async `iter_checkpoints`: the same walk on the async twins."""
+        return aiterate(self, session_id, checkpoint_ids)
 
     async def alist_sessions(self) -> list[str]:
         """Async `list_sessions`."""

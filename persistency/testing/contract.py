@@ -1,4 +1,4 @@
-"""The contract on one provider instance: round trips, create-only, latest, listing, errors, async twins."""
+"""The contract on one provider instance: round trips, create-only, latest, listing, walks, errors, async twins."""
 
 from __future__ import annotations
 
@@ -182,6 +182,47 @@ class ContractTests:
         again = make_chain(provider, "b-session", 1)
         expect_same(provider.get_checkpoint("b-session", again[0].checkpoint_id), again[0])
 
+    # -- walking a session -----------------------------------------------------------------------------
+    def test_iter_checkpoints_gives_what_get_checkpoint_gives(self, provider: PersistencyStorageProvider) -> None:
+        main = make_chain(provider, "walk", 9)
+        make_chain(provider, "walk", 3, run_seq=2, start=main[3])  # a branch from step 4
+        make_chain(provider, "walk", 2, run_seq=3, start=main[-1])  # a continuation
+        ids = provider.list_checkpoint_ids("walk")
+        walked = list(provider.iter_checkpoints("walk"))
+        assert [cid for cid, _ in walked] == ids, (
+            "iter_checkpoints(session) must yield (id, checkpoint) for every id of the session, oldest first "
+            f"(list_checkpoint_ids); got ids {[cid for cid, _ in walked]}, expected {ids}"
+        )
+        for cid, got in walked:
+            assert not isinstance(got, Exception), (
+                f"iter_checkpoints yielded {got!r} for {cid!r}, which get_checkpoint loads")
+            expect_same(provider.get_checkpoint("walk", cid), got, f"iter_checkpoints' checkpoint {cid!r}")
+        missing = checkpoint_id_for(1, 99)
+        chosen = [ids[10], ids[1], missing]  # given ids, in their order; one is not stored
+        some = list(provider.iter_checkpoints("walk", chosen))
+        assert [cid for cid, _ in some] == chosen, (
+            f"iter_checkpoints(session, ids) must yield the ids given, in their order; got {[c for c, _ in some]}")
+        for (cid, got), expected in zip(some[:2], (ids[10], ids[1]), strict=True):
+            assert not isinstance(got, Exception), f"iter_checkpoints yielded {got!r} for {cid!r}"
+            expect_same(provider.get_checkpoint("walk", expected), got, f"iter_checkpoints' checkpoint {cid!r}")
+        assert isinstance(some[2][1], CheckpointNotFoundError), (
+            "for an id that is not stored, iter_checkpoints must yield the CheckpointNotFoundError that "
+            f"get_checkpoint raises (not raise it, so the walk goes on); got {some[2][1]!r}"
+        )
+        assert list(provider.iter_checkpoints("no-such-session")) == []
+
+    @pytest.mark.asyncio
+    async def test_aiter_checkpoints_gives_what_the_sync_walk_gives(
+        self, provider: PersistencyStorageProvider
+    ) -> None:
+        main = make_chain(provider, "awalk", 5)
+        make_chain(provider, "awalk", 2, run_seq=2, start=main[1])
+        expected = list(provider.iter_checkpoints("awalk"))
+        got = [item async for item in provider.aiter_checkpoints("awalk")]
+        assert got == expected, "aiter_checkpoints must yield what iter_checkpoints yields"
+        backwards = [cid for cid, _ in reversed(expected)]
+        assert [item async for item in provider.aiter_checkpoints("awalk", backwards)] == expected[::-1]
+
     # -- errors ----------------------------------------------------------------------------------------
     def test_missing_checkpoint_and_foreign_session(self, provider: PersistencyStorageProvider) -> None:
         chain = make_chain(provider, "mine", 2)
@@ -210,6 +251,10 @@ class ContractTests:
             provider.list_checkpoints(bad)
         with pytest.raises(InvalidIdentifierError):
             provider.delete_session(bad)
+        with pytest.raises(InvalidIdentifierError):
+            list(provider.iter_checkpoints(bad))
+        with pytest.raises(InvalidIdentifierError):
+            list(provider.iter_checkpoints("ok", [bad]))
         with pytest.raises(InvalidIdentifierError):
             provider.save_checkpoint(good.model_copy(update={"session_id": bad}))
         with pytest.raises(InvalidIdentifierError):

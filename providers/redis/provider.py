@@ -48,24 +48,26 @@ class RedisStorageProvider(StorageBackend):
         url: a redis-py URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS)
             or ``unix:///path/to/socket[?db=N]``, with redis-py's own query options
             (``socket_timeout``, ``ssl_ca_certs``, ...) and the provider's options below.
-        key_prefix: prefix of every key (default ``persistency``); no braces.
-        ttl: seconds; every key of a session expires this long after its last save (None: never).
-        cluster: True for Redis Cluster, False for a single endpoint, None (``auto``) to ask the
-            server (``INFO cluster``) on first use.
-        retries, retry_backoff_base, retry_backoff_cap: redis-py's ``Retry(ExponentialBackoff(cap,
-            base), retries)`` for connection errors and timeouts.
-        cache_size: how many parent lineages to keep, so that a save needs no read.
-        compression: ``zlib`` (default) compresses payloads over 256 bytes; ``none`` stores plain JSON.
-        min_replicas, replica_timeout: after each save, ``WAIT`` (same round trip) until this many
-            replicas have it, up to ``replica_timeout`` seconds (default 1); fewer raise
-            `StorageUnavailableError` saying the checkpoint is on the primary only. 0: no wait.
         encryption_key: seal payloads with AES-256-GCM (`persistency.encryption`); listing works
             without it. Keyword (or ``PERSISTENCY_ENCRYPTION_KEY``) only, never in the URL.
-        **redis_options: passed to the redis-py client (``password``, ``socket_timeout``, ...).
-            Timeouts default to 5 s to connect and 10 s per command.
+        **options: the provider's options below; any other is passed to the redis-py client
+            (``password``, ``socket_timeout``, ...). Timeouts default to 5 s to connect and 10 s
+            per command.
 
-    Each option may be given as a keyword argument or a URL query parameter
-    (``redis://host/0?key_prefix=app&ttl=86400``); where both are given, the keyword wins.
+    The provider's options, each a keyword argument or a URL query parameter
+    (``redis://host/0?key_prefix=app&ttl=86400``; where both are given, the keyword wins):
+
+    - ``key_prefix``: prefix of every key (default ``persistency``); no braces.
+    - ``ttl``: seconds; every key of a session expires this long after its last save (None: never).
+    - ``cluster``: True for Redis Cluster, False for a single endpoint, None (``auto``) to ask the
+      server (``INFO cluster``) on first use.
+    - ``retries``, ``retry_backoff_base``, ``retry_backoff_cap``: redis-py's
+      ``Retry(ExponentialBackoff(cap, base), retries)`` for connection errors and timeouts.
+    - ``cache_size``: how many parent lineages to keep, so that a save needs no read.
+    - ``compression``: ``zlib`` (default) compresses payloads over 256 bytes; ``none`` stores plain JSON.
+    - ``min_replicas``, ``replica_timeout``: after each save, ``WAIT`` (same round trip) until this
+      many replicas have it, up to ``replica_timeout`` seconds (default 1); fewer raise
+      `StorageUnavailableError` saying the checkpoint is on the primary only. 0: no wait.
     """
 
     backend_name = "redis"

@@ -59,7 +59,8 @@ class S3StorageProvider(S3Compaction):
         profile: a named profile of the shared AWS config.
         anon: unsigned requests (public buckets).
         requester_pays: send ``RequestPayer=requester``.
-        connect_timeout, read_timeout: seconds per attempt, short so an outage surfaces quickly.
+        connect_timeout: seconds to connect, per attempt: short, so an outage surfaces quickly.
+        read_timeout: seconds to wait for a response, per attempt.
         max_attempts: attempts per request, retried by botocore with backoff (standard mode).
         max_concurrency: GETs in flight at once when loading or listing a session.
         pack_every: how many steps of a chain go into one pack.
