@@ -142,8 +142,9 @@ class _Stop(Exception):
     """Raised at the first new step to end a timed resume there."""
 
 
-def _until_first_new_step(start: Any) -> float:
-    """Seconds from now until ``start()`` makes the chat's second append (its message, then a reply)."""
+def _until_first_new_step(start: Any, replayed: int = 0) -> float:
+    """Seconds from now until ``start()`` makes the chat's second new append (its message, then a
+    reply), after the ``replayed`` appends of AG2's ``resume()``, which appends the old messages."""
     from autogen import GroupChat
 
     original = GroupChat.append
@@ -152,7 +153,7 @@ def _until_first_new_step(start: Any) -> float:
     def append(self: Any, message: Any, speaker: Any) -> Any:
         out = original(self, message, speaker)
         seen.append(time.perf_counter())
-        if len(seen) >= 2:
+        if len(seen) >= replayed + 2:
             raise _Stop
         return out
 
@@ -163,13 +164,13 @@ def _until_first_new_step(start: Any) -> float:
     except _Stop:
         pass
     except Exception as exc:  # the feature may wrap the stop in its own error
-        if not seen or len(seen) < 2:
+        if len(seen) < replayed + 2:
             raise RuntimeError(f"the resume failed before its first new step: {exc}") from exc
     finally:
         GroupChat.append = original  # type: ignore[method-assign]
-    if len(seen) < 2:
+    if len(seen) < replayed + 2:
         raise RuntimeError("the resumed chat made no new step")
-    return seen[1] - t
+    return seen[replayed + 1] - t
 
 
 def resume_vs_ag2(workdir: Path, steps: int, repeats: int = 5) -> dict[str, Any]:
@@ -206,7 +207,8 @@ def resume_vs_ag2(workdir: Path, steps: int, repeats: int = 5) -> dict[str, Any]
                 Persistency(FilesystemStorageProvider(store), session_id="resume").attach(manager)
                 agents[0].initiate_chat(manager, message=make_text(0, speaker_of(0)), silent=True)
 
-            theirs.append(_until_first_new_step(ag2))
+            # resume() appends all messages but the last: the first new step comes after those
+            theirs.append(_until_first_new_step(ag2, replayed=len(last.messages) - 1))
             ours.append(_until_first_new_step(persisted))
     o, a = statistics.median(ours), statistics.median(theirs)
     return {"ours_median": o, "ag2_median": a, "ratio": o / a, "n": repeats}

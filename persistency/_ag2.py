@@ -22,6 +22,7 @@ __all__ = [
     "group_tool_executor",
     "next_target",
     "oai_messages",
+    "oai_normalizer",
     "reply_funcs",
     "require_ag2",
     "set_next_target",
@@ -100,6 +101,29 @@ def append_oai_message(agent: Any, message: dict[str, Any] | str, peer: Any, *, 
     ``ConversableAgent._append_oai_message(message, conversation_id, role, name)``: the 0.10+
     signature (0.9.x differs, hence the tested range)."""
     agent._append_oai_message(message, peer, role=role, name=name)
+
+
+def oai_normalizer(agents: Any) -> Callable[[dict[str, Any], str, str], dict[str, Any] | None] | None:
+    """AG2's own conversion of a message into the entry ``_append_oai_message`` appends, as a function
+    ``(message, role, name) -> entry or None`` (None: AG2 would not append it).
+
+    ``ConversableAgent._append_oai_message`` appends ``normilize_message_to_oai(message, name, role)``
+    (read against 0.14.1). None when that function is missing or any of ``agents`` overrides
+    ``_append_oai_message``: the caller then appends through each agent, as AG2 does.
+    """
+    from autogen.agentchat import conversable_agent as ca
+
+    normalize = getattr(ca, "normilize_message_to_oai", None)
+    own = getattr(ca.ConversableAgent, "_append_oai_message", None)
+    overridden = any(getattr(type(a), "_append_oai_message", None) is not own for a in agents)
+    if normalize is None or own is None or overridden:
+        return None
+
+    def entry(message: dict[str, Any], role: str, name: str) -> dict[str, Any] | None:
+        valid, oai = normalize(message, name=name, role=role)
+        return oai if valid else None
+
+    return entry
 
 
 def termination_check(agent: Any) -> Any:

@@ -140,44 +140,97 @@ def _as_sent(message: dict[str, Any]) -> dict[str, Any]:
     return sent
 
 
-def _replay(
-    message: dict[str, Any],
-    speaker: Agent | None,
-    manager: GroupChatManager,
-    recipients: Sequence[Agent],
-    *,
-    send: bool = True,
-    broadcast: bool = True,
-) -> None:
-    """Put one transcript message into the histories the way the group chat loop did.
+class _Replayer:
+    """Puts transcript messages into the histories the way the group chat loop did, in one pass.
 
-    ``send``: the speaker's send to the manager (before the loop appended it); ``broadcast``: the
-    manager's copies to everyone else (after the append).
+    AG2 turns a message into one entry per conversation (``_append_oai_message``); the entries of
+    one message differ only by role and, for a message without a name, by the sender's name. Each
+    distinct entry is made once per message with AG2's own conversion and copied (a shallow copy,
+    as AG2's entries share their values) into the other conversations, so the work per message is
+    two conversions plus one dict copy per agent, not one conversion per agent and side. When an
+    agent overrides ``_append_oai_message`` each entry goes through that agent, as in AG2.
     """
-    if send and isinstance(speaker, ConversableAgent) and speaker is not manager:
-        _ag2.append_oai_message(speaker, _as_sent(message), manager, role="assistant", name=speaker.name)
-        _ag2.append_oai_message(manager, message, speaker, role="user", name=speaker.name)
-    if broadcast:
-        for agent in recipients:
-            if agent is not speaker and isinstance(agent, ConversableAgent):
-                _ag2.append_oai_message(manager, message, agent, role="assistant", name=manager.name)
-                _ag2.append_oai_message(agent, message, manager, role="user", name=manager.name)
 
+    def __init__(self, manager: GroupChatManager, participants: Sequence[Agent]) -> None:
+        self.manager = manager
+        self.participants = list(participants)
+        self.others = [a for a in participants if isinstance(a, ConversableAgent)]
+        self.entry = _ag2.oai_normalizer([manager, *self.others])
+        self.conversions = 0
+        """Messages converted with AG2's conversion (a property the tests count)."""
 
-def _introduce(manager: GroupChatManager, groupchat: GroupChat) -> None:
-    """The introductions the loop sends every participant when a run starts (``send_introductions``)."""
-    intro = groupchat.introductions_msg()
-    for agent in groupchat.agents:
-        if isinstance(agent, ConversableAgent):
-            _ag2.append_oai_message(manager, intro, agent, role="assistant", name=manager.name)
-            _ag2.append_oai_message(agent, intro, manager, role="user", name=manager.name)
+    def _made(
+        self, cache: dict[tuple[str, str | None], dict[str, Any] | None], message: dict[str, Any], role: str, name: str
+    ) -> dict[str, Any] | None:
+        """AG2's entry for ``message`` in a conversation (None: AG2 appends nothing), made once per
+        message and role (and sender name, which only a message without a name takes)."""
+        assert self.entry is not None
+        key = (role, name if message.get("name") is None else None)
+        if key not in cache:
+            self.conversions += 1
+            cache[key] = self.entry(message, role, name)
+        return cache[key]
+
+    def replay(
+        self, message: dict[str, Any], speaker: Agent | None, *, send: bool = True, broadcast: bool = True
+    ) -> None:
+        """One transcript message: ``send``, the speaker's send to the manager (before the loop
+        appended it); ``broadcast``, the manager's copies to everyone else (after the append)."""
+        manager = self.manager
+        if self.entry is None:
+            self._replay_through_agents(message, speaker, send=send, broadcast=broadcast)
+            return
+        cache: dict[tuple[str, str | None], dict[str, Any] | None] = {}
+        conversations = _ag2.oai_messages(manager)
+        if send and isinstance(speaker, ConversableAgent) and speaker is not manager:
+            sent = _as_sent(message)
+            mine = self._made(cache if sent is message else {}, sent, "assistant", speaker.name)
+            if mine is not None:
+                _ag2.oai_messages(speaker)[manager].append(dict(mine))
+            theirs = self._made(cache, message, "user", speaker.name)
+            if theirs is not None:
+                conversations[speaker].append(dict(theirs))
+        if broadcast:
+            out = back = None
+            for agent in self.others:
+                if agent is speaker:
+                    continue
+                if out is None and back is None:
+                    out = self._made(cache, message, "assistant", manager.name)
+                    back = self._made(cache, message, "user", manager.name)
+                if out is not None:
+                    conversations[agent].append(dict(out))
+                if back is not None:
+                    _ag2.oai_messages(agent)[manager].append(dict(back))
+
+    def _replay_through_agents(
+        self, message: dict[str, Any], speaker: Agent | None, *, send: bool, broadcast: bool
+    ) -> None:
+        """`replay` with each entry made by the agent that holds it (an agent overrides the append)."""
+        manager = self.manager
+        if send and isinstance(speaker, ConversableAgent) and speaker is not manager:
+            _ag2.append_oai_message(speaker, _as_sent(message), manager, role="assistant", name=speaker.name)
+            _ag2.append_oai_message(manager, message, speaker, role="user", name=speaker.name)
+        if broadcast:
+            for agent in self.others:
+                if agent is not speaker:
+                    _ag2.append_oai_message(manager, message, agent, role="assistant", name=manager.name)
+                    _ag2.append_oai_message(agent, message, manager, role="user", name=manager.name)
+
+    def introduce(self, groupchat: GroupChat) -> None:
+        """The introductions the loop sends every participant when a run starts (``send_introductions``)."""
+        intro = groupchat.introductions_msg()
+        manager = self.manager
+        for agent in groupchat.agents:
+            if isinstance(agent, ConversableAgent):
+                _ag2.append_oai_message(manager, intro, agent, role="assistant", name=manager.name)
+                _ag2.append_oai_message(agent, intro, manager, role="user", name=manager.name)
 
 
 def _replay_clears(
-    manager: GroupChatManager,
+    replayer: _Replayer,
     groupchat: GroupChat,
     agents_by_name: Mapping[str, Agent],
-    participants: Sequence[Agent],
     clears: Sequence[Mapping[str, Any]],
 ) -> int:
     """Replay each "clear history" of the run: the transcript before it, then AG2's own clearing.
@@ -190,9 +243,9 @@ def _replay_clears(
     for clear in clears:
         before = list(clear.get("before") or [])
         for message in before[skip:]:
-            _replay(message, agents_by_name.get(str(message.get("name"))), manager, participants)
+            replayer.replay(message, agents_by_name.get(str(message.get("name"))))
         groupchat.messages[:] = before
-        _ag2.clear_agents_history(manager, {"content": clear.get("content")}, groupchat)
+        _ag2.clear_agents_history(replayer.manager, {"content": clear.get("content")}, groupchat)
         skip = int(clear.get("kept") or 0)
     return skip
 
@@ -231,20 +284,20 @@ def restore_histories(
             _ag2.oai_messages(agent)[manager] = []
             _ag2.oai_messages(manager)[agent] = []
     groupchat.messages[:] = []
-    skip = _replay_clears(manager, groupchat, agents_by_name, participants, clears)
+    replayer = _Replayer(manager, participants)
+    skip = _replay_clears(replayer, groupchat, agents_by_name, clears)
     if clears:
         intro_step = None  # introductions were sent before the first clear: replayed with it
-    for i, message in enumerate(history):
-        if i < skip:
-            continue
+    for i in range(skip, len(history)):
+        message = history[i]
         speaker = agents_by_name.get(str(message.get("name")))
         if i == intro_step:
-            _replay(message, speaker, manager, participants, broadcast=False)
-            _introduce(manager, groupchat)
-            _replay(message, speaker, manager, participants, send=False)
+            replayer.replay(message, speaker, broadcast=False)
+            replayer.introduce(groupchat)
+            replayer.replay(message, speaker, send=False)
         else:
-            _replay(message, speaker, manager, participants)
-    groupchat.messages[:] = list(history)
+            replayer.replay(message, speaker)
+    groupchat.messages[:] = history
     if opening_pair is not None and isinstance(keep_opening_from, ConversableAgent):
         _ag2.oai_messages(keep_opening_from)[manager].append(opening_pair[0])
         _ag2.oai_messages(manager)[keep_opening_from].append(opening_pair[1])
@@ -253,9 +306,9 @@ def restore_histories(
         speaker = agents_by_name.get(str(pending.get("name")))
         if speaker is None or speaker is manager:
             return dict(pending)
-        _replay(pending, speaker, manager, participants, broadcast=False)
+        replayer.replay(pending, speaker, broadcast=False)
         start = _ag2.oai_messages(manager)[speaker][-1]
         if intro_step == len(history):
-            _introduce(manager, groupchat)
+            replayer.introduce(groupchat)
         return start  # type: ignore[no-any-return]
     return None
