@@ -25,7 +25,7 @@ from tests.ownership_harness import MAX_ROUND, Job, collect, run_job, spawn, wai
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the workers are forked processes")
 
-BACKENDS = ["sqlite", "redis", "redis_cluster", "s3"]
+BACKENDS = ["filesystem", "sqlite", "redis", "redis_cluster", "s3"]
 WORKERS = 8
 WAIT = {"lease_ttl": 2.0, "wait": 60.0}
 NO_WAIT = {"lease_ttl": 2.0}
@@ -33,6 +33,8 @@ NO_WAIT = {"lease_ttl": 2.0}
 
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "filesystem":
+        return str(tmp_path / "store")
     if request.param == "sqlite":
         return f"sqlite://{tmp_path}/store.db"
     return str(request.getfixturevalue(f"{request.param}_url"))

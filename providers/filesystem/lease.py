@@ -60,6 +60,15 @@ def _extend(state: dict[str, Any], lease: Lease, ttl: float) -> Lease | None:
     return Lease(lease.session_id, lease.owner, expires, int(state.get("generation", 0)), lease.token)
 
 
+def _live(state: dict[str, Any] | None, sid: str) -> Lease | None:
+    """The live lease recorded in ``state`` (None if none or lapsed)."""
+    held = (state or {}).get("lease")
+    if not held or held["expires_at"] <= time.time():
+        return None
+    assert state is not None
+    return Lease(sid, held["owner"], float(held["expires_at"]), int(state.get("generation", 0)), held["token"])
+
+
 def _give_up(state: dict[str, Any], lease: Lease) -> None:
     """Clear the lease from ``state`` if its token still holds it."""
     held = state.get("lease")
@@ -134,6 +143,11 @@ class LocalLeases:
             assert state is not None
             return _take(state, sid, owner, ttl)
 
+    def current(self, sid: str) -> Lease | None:
+        """The live lease, or None (a shared lock: nothing is written)."""
+        with self._state(validate_id(sid, "session_id"), create=False, exclusive=False) as state:
+            return _live(state, sid)
+
     def renew(self, lease: Lease, ttl: float) -> Lease | None:
         """Extend the lease if it is still ours."""
         with self._state(lease.session_id, create=False) as state:
@@ -176,6 +190,11 @@ class MemoryLeases:
         """Take the lease if nobody else holds a live one."""
         with self._state(sid) as state:
             return _take(state, sid, owner, ttl)
+
+    def current(self, sid: str) -> Lease | None:
+        """The live lease, or None."""
+        with self._state(validate_id(sid, "session_id")) as state:
+            return _live(state, sid)
 
     def renew(self, lease: Lease, ttl: float) -> Lease | None:
         """Extend the lease if it is still ours."""

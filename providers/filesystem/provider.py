@@ -309,6 +309,13 @@ class FilesystemStorageProvider(StorageBackend):
         with self._translate(f"taking the lease of {sid!r}"):
             return store.acquire(sid, owner, float(ttl))
 
+    def current_lease(self, session_id: str) -> Lease | None:
+        """The session's live lease as stored (None if none or lapsed): who owns the run, until when."""
+        store = self._lease_store()
+        sid = validate_id(session_id, "session_id")
+        with self._translate(f"reading the lease of {sid!r}"):
+            return store.current(sid)
+
     def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
         """Extend a held lease from now; None if it was lost."""
         store = self._lease_store()
