@@ -290,6 +290,11 @@ class FilesystemStorageProvider(StorageBackend):
             self._segments.close()
 
     # -- generations and leases (local disk and memory://) ---------------------------------------------------
+    @property
+    def supports_leases(self) -> bool:
+        """True on a local disk and ``memory://``; other fsspec protocols have no lease store."""
+        return self._leases is not None
+
     def _lease_store(self) -> LocalLeases | MemoryLeases:
         if self._leases is None:
             raise NotImplementedError("session leases need a local disk or memory://, not this fsspec protocol")
