@@ -21,7 +21,7 @@ import pytest
 
 from persistency import provider_from_url
 from persistency.feature._ownership import branch_runs
-from tests.ownership_harness import MAX_ROUND, Job, arun_job, calls, run_job, wait_for
+from tests.ownership_harness import MAX_ROUND, Job, arun_job, calls, record, run_job, wait_for
 
 WORKERS = 8
 WAIT = {"lease_ttl": 1.5, "wait": 60.0}
@@ -55,6 +55,7 @@ def _threads(jobs: list[Job]) -> list[dict[str, Any]]:
         t.start()
     for t in threads:
         t.join(120)
+    record(reports)
     return reports
 
 
@@ -62,7 +63,9 @@ def _tasks(jobs: list[Job]) -> list[dict[str, Any]]:
     async def main() -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(arun_job(j) for j in jobs)))
 
-    return asyncio.run(main())
+    reports = asyncio.run(main())
+    record(reports)
+    return reports
 
 
 RUNNERS = {"threads": _threads, "tasks": lambda jobs: _tasks([Job(**{**j.__dict__, "is_async": True}) for j in jobs])}

@@ -388,9 +388,15 @@ def duplicate_plan(
 
 
 def show_finished(manager: Any, registered: Any, sender: Any, end: Checkpoint) -> None:
-    """Put the finished run's transcript and histories into the live chat, as if this worker had run it."""
+    """Put the finished run's transcript, histories, last speaker and pattern context into the live chat, as if
+    this worker had run it (``initiate_group_chat`` and ``run_group_chat`` read the manager's last speaker)."""
     from persistency._capture import restore_histories
+    from persistency.feature import _pattern
 
     agents = {a.name: a for a in registered.agents}
     agents.setdefault(sender.name, sender)
     restore_histories(manager, registered, agents, end.messages, clears=end.manager_state.get("clears") or [])
+    _pattern.restore(registered, end.manager_state.get("pattern_state"), whole=False)
+    last = next((agents.get(str(m.get("name"))) for m in reversed(end.messages) if m.get("name") in agents), None)
+    if last is not None:
+        manager._last_speaker = last
