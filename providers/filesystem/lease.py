@@ -3,7 +3,8 @@
 ``ROOT/SESSION/session.json`` holds ``{"generation": N, "lease": {"owner", "token", "expires_at"}}``,
 padded to a fixed size and rewritten in place (one ``pwrite`` inside one disk sector) while an
 exclusive ``flock`` on the same file is held, so taking, renewing and releasing a lease and
-advancing the generation are atomic across processes. The file is never replaced or unlinked
+advancing the generation are atomic across processes. Only a new generation is synced to disk: after a
+power cut every holder of a lease on this disk is gone anyway. The file is never replaced or unlinked
 (a lock on a replaced file would guard nothing); deleting a session keeps it, so the generation
 only grows. Expiry is wall-clock time (``time.time()``), as `persistency.storage.Lease` says.
 """
@@ -114,8 +115,9 @@ class LocalLeases:
                     if len(data) >= _STATE_SIZE:
                         raise ProviderConfigError("lease owner too long for the session state file")
                     os.pwrite(fd, data.ljust(_STATE_SIZE - 1) + b"\n", 0)
-                    if self.fsync:
-                        os.fdatasync(fd)
+                    if self.fsync and state.get("generation", 0) != json.loads(before).get("generation", 0):
+                        os.fdatasync(fd)  # a generation must survive a power cut; a lease need not: every
+                        # holder of a lease on this disk died with the machine
             finally:
                 os.close(fd)
 
