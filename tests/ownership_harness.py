@@ -17,7 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
@@ -93,7 +93,7 @@ def _setup(job: Job) -> tuple[Any, ConversableAgent, GroupChatManager, GroupChat
     provider = provider_from_url(job.url)
     user, manager, gc = build(job)
     policy = ResumePolicy.resume_latest() if job.policy == "latest" else ResumePolicy.resume_from(job.policy)
-    ownership = Ownership(**job.ownership) if job.ownership is not None else "auto"
+    ownership: Ownership | Literal["auto"] = Ownership(**job.ownership) if job.ownership is not None else "auto"
     feature = Persistency(provider, job.session, policy=policy, ownership=ownership).attach(manager)
     return provider, user, manager, gc, feature
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,11 @@ def _tasks(jobs: list[Job]) -> list[dict[str, Any]]:
     return reports
 
 
-RUNNERS = {"threads": _threads, "tasks": lambda jobs: _tasks([Job(**{**j.__dict__, "is_async": True}) for j in jobs])}
+def _async_tasks(jobs: list[Job]) -> list[dict[str, Any]]:
+    return _tasks([dataclasses.replace(j, is_async=True) for j in jobs])
+
+
+RUNNERS: dict[str, Callable[[list[Job]], list[dict[str, Any]]]] = {"threads": _threads, "tasks": _async_tasks}
 
 
 def _one_ran(reports: list[dict[str, Any]], others: set[str]) -> dict[str, Any]:
