@@ -16,6 +16,7 @@ import pytest
 from persistency import provider_from_url
 from persistency.errors import PersistencyError, ProviderConfigError, SessionBusyError, SessionDeletedError
 from persistency.feature._drive import run_sync
+from persistency.feature._owner import LIVE
 from persistency.feature._ownership import (
     Claim,
     LeaseIO,
@@ -213,7 +214,10 @@ def test_a_lease_left_by_a_dead_process_of_this_machine_is_free_at_once(tmp_path
     mine = owner_token()
     host, ns, _, _ = mine.split("@")
     ghost = f"{host}@{ns}@{pid}@deadbeef0000"
-    assert dead_here(ghost) and not dead_here(mine)  # this very process is alive
+    assert dead_here(ghost) and dead_here(mine)  # gone; this process's token no run of it holds any more
+    LIVE.add(mine)
+    assert not dead_here(mine)  # a run of this process claims it: alive
+    LIVE.discard(mine)
     assert not dead_here(f"otherhost@{ns}@{pid}@x") and not dead_here(f"{host}@1@{pid}@x")  # elsewhere: alive
     assert not dead_here(f"{host}@{ns}@1@x") and not dead_here("someone-else")  # a running PID; a foreign token
     p = provider_from_url(f"sqlite://{tmp_path}/dead.db")

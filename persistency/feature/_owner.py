@@ -1,14 +1,26 @@
 """Owner tokens that say where their holder ran, so a lease left by a dead process of this machine can be
-told from one held by a live worker elsewhere (`dead_here`)."""
+told from one held by a live worker elsewhere (`dead_here`), and the lease primitives in the sync and
+async forms the plans call (`LeaseIO`)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
+import time
 import uuid
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["dead_here", "owner_token"]
+from persistency.storage import Lease
+
+if TYPE_CHECKING:
+    from persistency.provider import PersistencyStorageProvider
+
+__all__ = ["LIVE", "LeaseIO", "dead_here", "owner_token"]
+
+LIVE: set[str] = set()
+"""Owner tokens of this process's runs that are claiming or holding a lease right now."""
 
 
 def _host() -> str:
@@ -44,12 +56,63 @@ def _running(pid: int) -> bool:
 
 
 def dead_here(owner: str) -> bool:
-    """True only if ``owner`` (an `owner_token`) was a process of this host and PID namespace that is gone.
+    """True only if ``owner`` (an `owner_token`) was a process of this host and PID namespace that is gone,
+    or a run of this very process that is over (not in `LIVE`).
 
-    Anything else (another machine or container, this very process, a token of another form, a running
-    PID) is treated as alive: its lease is waited out, never taken early."""
+    Anything else (another machine or container, a live run of this process, a token of another form, a
+    running PID) is treated as alive: its lease is waited out, never taken early."""
     parts = owner.split("@")
     if len(parts) != 4 or not parts[2].isdigit() or parts[0] != _host() or parts[1] != _pid_namespace():
         return False
     pid = int(parts[2])
-    return pid != os.getpid() and pid > 0 and not _running(pid)
+    if pid == os.getpid():  # this process: stale unless one of its runs still claims it (a release that
+        return owner not in LIVE  # failed in an outage leaves such a lease behind)
+    return pid > 0 and not _running(pid)
+
+
+class LeaseIO:
+    """The lease primitives with sync and async forms (`io` calls ``name`` or ``a`` + ``name``)."""
+
+    def __init__(self, provider: PersistencyStorageProvider) -> None:
+        self.provider: Any = provider
+
+    def acquire(self, session_id: str, owner: str, ttl: float) -> Lease | None:
+        """Take the lease, or None."""
+        return self.provider.acquire_lease(session_id, owner, ttl)  # type: ignore[no-any-return]
+
+    async def aacquire(self, session_id: str, owner: str, ttl: float) -> Lease | None:
+        """Async `acquire`."""
+        return await asyncio.to_thread(self.acquire, session_id, owner, ttl)
+
+    def current(self, session_id: str) -> Lease | None:
+        """The live lease (None if the backend cannot say)."""
+        probe = getattr(self.provider, "current_lease", None)
+        return probe(session_id) if probe is not None else None  # type: ignore[no-any-return]
+
+    async def acurrent(self, session_id: str) -> Lease | None:
+        """Async `current`."""
+        return await asyncio.to_thread(self.current, session_id)
+
+    def generation(self, session_id: str) -> int:
+        """The session's generation."""
+        return int(self.provider.session_generation(session_id))
+
+    async def ageneration(self, session_id: str) -> int:
+        """Async `generation`."""
+        return await asyncio.to_thread(self.generation, session_id)
+
+    def release(self, lease: Lease) -> None:
+        """Give the lease up."""
+        self.provider.release_lease(lease)
+
+    async def arelease(self, lease: Lease) -> None:
+        """Async `release`."""
+        await asyncio.to_thread(self.release, lease)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait (sync chats)."""
+        time.sleep(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        """Wait without blocking the event loop."""
+        await asyncio.sleep(seconds)

@@ -13,8 +13,9 @@ exactly as without it. Before a run loads anything:
   or, with ``wait=SECONDS``, wait for it and then decide as if this worker had started after the
   owner finished. A lease whose owner died lapses, and of the workers that try, exactly one wins it:
   only that one closes the dead attempt and continues it. A holder that was a process of this very
-  machine (same host and PID namespace) and is gone is known dead at once: its lease is released by
-  its token (compare-and-delete, so still exactly one taker) instead of waited out.
+  machine (same host and PID namespace) and is gone, or a run of this very process that is over (its
+  release lost in an outage), is known dead at once: its lease is released by its token
+  (compare-and-delete, so still exactly one taker) instead of waited out.
 - holding the lease, it checks whether its request was just answered by another worker: the same
   opening message (or the same ``request_id``) as the run that ended last (``resume_latest``), or as a
   completed branch from the same checkpoint (``resume_from``), within ``dedupe_window`` seconds.
@@ -30,7 +31,6 @@ The decisions here are I/O-free; the I/O goes through the feature's one-body pla
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import threading
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from persistency.errors import PersistencyError, ProviderConfigError, SessionBusyError, SessionDeletedError
 from persistency.feature._drive import Plan, io
-from persistency.feature._owner import dead_here, owner_token
+from persistency.feature._owner import LIVE, LeaseIO, dead_here, owner_token
 from persistency.feature._plan import Incoming, same_opening
 from persistency.ids import parse_checkpoint_id
 from persistency.models import Checkpoint, CheckpointInfo, utcnow
@@ -214,55 +214,6 @@ def duplicate_branch(policy: ResumePolicy, end: Checkpoint | None, incoming: Inc
     return policy.kind == "resume_from" and end is not None and _answers(end, incoming, request_id, now, window)
 
 
-# -- I/O in both forms, for the plans --------------------------------------------------------------------------
-class LeaseIO:
-    """The lease primitives with sync and async forms (`io` calls ``name`` or ``a`` + ``name``)."""
-
-    def __init__(self, provider: PersistencyStorageProvider) -> None:
-        self.provider: Any = provider
-
-    def acquire(self, session_id: str, owner: str, ttl: float) -> Lease | None:
-        """Take the lease, or None."""
-        return self.provider.acquire_lease(session_id, owner, ttl)  # type: ignore[no-any-return]
-
-    async def aacquire(self, session_id: str, owner: str, ttl: float) -> Lease | None:
-        """Async `acquire`."""
-        return await asyncio.to_thread(self.acquire, session_id, owner, ttl)
-
-    def current(self, session_id: str) -> Lease | None:
-        """The live lease (None if the backend cannot say)."""
-        probe = getattr(self.provider, "current_lease", None)
-        return probe(session_id) if probe is not None else None  # type: ignore[no-any-return]
-
-    async def acurrent(self, session_id: str) -> Lease | None:
-        """Async `current`."""
-        return await asyncio.to_thread(self.current, session_id)
-
-    def generation(self, session_id: str) -> int:
-        """The session's generation."""
-        return int(self.provider.session_generation(session_id))
-
-    async def ageneration(self, session_id: str) -> int:
-        """Async `generation`."""
-        return await asyncio.to_thread(self.generation, session_id)
-
-    def release(self, lease: Lease) -> None:
-        """Give the lease up."""
-        self.provider.release_lease(lease)
-
-    async def arelease(self, lease: Lease) -> None:
-        """Async `release`."""
-        await asyncio.to_thread(self.release, lease)
-
-    def sleep(self, seconds: float) -> None:
-        """Wait (sync chats)."""
-        time.sleep(seconds)
-
-    async def asleep(self, seconds: float) -> None:
-        """Wait without blocking the event loop."""
-        await asyncio.sleep(seconds)
-
-
 class Claim:
     """A held lease for one run: renewed by a thread, checked before each save, released at the end."""
 
@@ -321,11 +272,13 @@ class Claim:
         self._stop.set()
         with self._lock:
             lease = self.lease
-        if self.lost is None:
-            try:
+        try:
+            if self.lost is None:
                 yield io(self.lio, "release", lease)
-            except PersistencyError:
-                pass  # it lapses by itself
+        except PersistencyError:
+            pass  # it lapses by itself, and this process's next start frees it (its token is no longer LIVE)
+        finally:
+            LIVE.discard(lease.owner)
 
 
 def claim_plan(provider: PersistencyStorageProvider, session_id: str, settings: Ownership | None) -> Plan[Claim | None]:
@@ -337,6 +290,15 @@ def claim_plan(provider: PersistencyStorageProvider, session_id: str, settings: 
         return None
     lio = LeaseIO(provider)
     owner = owner_token()
+    LIVE.add(owner)  # until release_plan, or until this start gives up
+    try:
+        return (yield from _claim_loop(lio, session_id, owner, settings))
+    except BaseException:
+        LIVE.discard(owner)
+        raise
+
+
+def _claim_loop(lio: LeaseIO, session_id: str, owner: str, settings: Ownership) -> Plan[Claim]:
     give_up_at = None if settings.wait is None else time.monotonic() + settings.wait
     released: set[str] = set()
     while True:
