@@ -547,7 +547,9 @@ def _race_worker(url: str, session: str, tag: str, is_async: bool, barrier: Any,
         provider.get_latest_checkpoint = synced  # type: ignore[method-assign]
         provider.aget_latest_checkpoint = asynced  # type: ignore[method-assign]
         chat = campaign_chat("max_rounds", pad=256, tag=tag, calls=calls)
-        Persistency(provider, session).attach(chat.manager)
+        # the create-only race itself (what a provider without leases relies on): with leases, the second
+        # worker is refused before it reads, as tests/test_ownership_workers.py shows
+        Persistency(provider, session, ownership=None).attach(chat.manager)
         try:
             start_chat(chat, is_async=is_async)
             out["outcome"] = "done"

@@ -17,7 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 
@@ -40,13 +40,14 @@ class Job:
     workdir: str
     tag: str
     message: str = "hello"
-    ownership: dict[str, Any] | None = field(default_factory=lambda: {"lease_ttl": 2.0})
+    ownership: dict[str, Any] | None = field(default_factory=lambda: {"lease_ttl": 2.0})  # None: the default
     policy: str = "latest"  # "latest" or a checkpoint id for resume_from
     hold_at: int | None = None
     fail_at: int | None = None
     kill_at: int | None = None
     start_at: float = 0.0  # wall-clock instant to start at (workers released together)
     is_async: bool = False  # a_initiate_chat: the same plans on the provider's async twins
+    quiet: bool = True  # redirect stdout around the chat (not in threads: the redirect is process-wide)
 
 
 def _gate(job: Job) -> Any:
@@ -88,40 +89,80 @@ def calls(workdir: str, tag: str) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """Run one worker in this process; its report."""
-    out: dict[str, Any] = {"tag": job.tag}
+def _setup(job: Job) -> tuple[Any, ConversableAgent, GroupChatManager, GroupChat, Persistency]:
     provider = provider_from_url(job.url)
+    user, manager, gc = build(job)
+    policy = ResumePolicy.resume_latest() if job.policy == "latest" else ResumePolicy.resume_from(job.policy)
+    ownership: Ownership | Literal["auto"] = Ownership(**job.ownership) if job.ownership is not None else "auto"
+    feature = Persistency(provider, job.session, policy=policy, ownership=ownership).attach(manager)
+    return provider, user, manager, gc, feature
+
+
+def _outcome(out: dict[str, Any], exc: BaseException | None, feature: Persistency) -> None:
+    if exc is None:
+        out["outcome"] = "ran" if feature.last_run_id is not None else "returned"
+    else:
+        kinds = [(SessionBusyError, "busy"), (SessionDeletedError, "deleted"), (CheckpointConflictError, "conflict"),
+                 (RuntimeError, "failed")]
+        kind = next((k for t, k in kinds if isinstance(exc, t)), None)
+        if kind is None:
+            raise exc
+        out["outcome"], out["message"] = kind, str(exc)
+
+
+def _finish(out: dict[str, Any], job: Job, user: ConversableAgent, manager: GroupChatManager, gc: GroupChat) -> None:
+    out["transcript"] = [str(m.get("content")) for m in gc.messages]
+    out["history"] = [str(m.get("content")) for m in user.chat_messages.get(manager, [])]
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Run one worker in this process (or thread); its report. An async job runs `arun_job` on its own loop."""
+    if job.is_async:
+        return asyncio.run(arun_job(job))
+    out: dict[str, Any] = {"tag": job.tag}
+    provider = None
     try:
-        user, manager, gc = build(job)
-        policy = ResumePolicy.resume_latest() if job.policy == "latest" else ResumePolicy.resume_from(job.policy)
-        feature = Persistency(provider, job.session, policy=policy)
-        if job.ownership is not None:
-            feature.ownership = Ownership(**job.ownership)  # type: ignore[attr-defined]
-        feature.attach(manager)
+        provider, user, manager, gc, feature = _setup(job)
         while time.time() < job.start_at:
             time.sleep(0.0005)
+        failure: BaseException | None = None
         try:
-            with contextlib.redirect_stdout(_SINK):
-                if job.is_async:
-                    asyncio.run(user.a_initiate_chat(manager, message=job.message, silent=True))
-                else:
-                    user.initiate_chat(manager, message=job.message, silent=True)
-            out["outcome"] = "ran" if feature.last_run_id is not None else "returned"
-        except SessionBusyError as exc:
-            out["outcome"], out["message"] = "busy", str(exc)
-        except SessionDeletedError as exc:
-            out["outcome"], out["message"] = "deleted", str(exc)
-        except CheckpointConflictError as exc:
-            out["outcome"], out["message"] = "conflict", str(exc)
-        except RuntimeError as exc:
-            out["outcome"], out["message"] = "failed", str(exc)
-        out["transcript"] = [str(m.get("content")) for m in gc.messages]
-        out["history"] = [str(m.get("content")) for m in user.chat_messages.get(manager, [])]
+            with contextlib.redirect_stdout(_SINK) if job.quiet else contextlib.nullcontext():
+                user.initiate_chat(manager, message=job.message, silent=True)
+        except Exception as exc:
+            failure = exc
+        _outcome(out, failure, feature)
+        _finish(out, job, user, manager, gc)
     except BaseException as exc:
         out["outcome"], out["message"] = "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     finally:
-        provider.close()
+        if provider is not None:
+            provider.close()
+    out["calls"] = calls(job.workdir, job.tag)
+    return out
+
+
+async def arun_job(job: Job) -> dict[str, Any]:
+    """`run_job` with ``a_initiate_chat`` on the running loop (so many jobs can be tasks of one loop)."""
+    out: dict[str, Any] = {"tag": job.tag}
+    provider = None
+    try:
+        provider, user, manager, gc, feature = _setup(job)
+        while time.time() < job.start_at:
+            await asyncio.sleep(0.0005)
+        failure: BaseException | None = None
+        try:
+            with contextlib.redirect_stdout(_SINK) if job.quiet else contextlib.nullcontext():
+                await user.a_initiate_chat(manager, message=job.message, silent=True)
+        except Exception as exc:
+            failure = exc
+        _outcome(out, failure, feature)
+        _finish(out, job, user, manager, gc)
+    except BaseException as exc:
+        out["outcome"], out["message"] = "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    finally:
+        if provider is not None:
+            provider.close()
     out["calls"] = calls(job.workdir, job.tag)
     return out
 
@@ -169,7 +210,19 @@ def collect(workers: list[tuple[int, int]], timeout: float = 180) -> list[dict[s
         os.close(rfd)
         killed = status != -1 and os.WIFSIGNALED(status)
         reports.append({"outcome": "killed"} if killed else json.loads(data or b'{"outcome": "hung"}'))
+    record(reports)
     return reports
+
+
+def record(reports: list[dict[str, Any]]) -> None:
+    """With ``OWNERSHIP_FIGURES=FILE``, append each worker's outcome and model calls, by test (the figures in
+    docs/reliability.md are counted from such a file)."""
+    target = os.environ.get("OWNERSHIP_FIGURES")
+    if target:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        with open(target, "a", encoding="utf-8") as fh:
+            for r in reports:
+                fh.write(json.dumps({"test": test, "outcome": r.get("outcome"), "calls": r.get("calls")}) + "\n")
 
 
 def wait_for(path: Path, timeout: float = 120) -> None:

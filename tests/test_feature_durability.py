@@ -248,8 +248,8 @@ def test_two_workers_race_exactly_one_continues(tmp_path: Path) -> None:
     outcomes: list[Any] = [None, None]
     chats = [build_chat(faults=Meet()) for _ in range(2)]
 
-    def worker(i: int) -> None:
-        Persistency(provider_from_url(url), "s").attach(chats[i].manager)
+    def worker(i: int) -> None:  # without leases (ownership=None): the create-only ids alone decide
+        Persistency(provider_from_url(url), "s", ownership=None).attach(chats[i].manager)
         try:
             run(chats[i], is_async=False)
             outcomes[i] = "done"

@@ -3,7 +3,10 @@ settings, waiting, idempotent starts (opening message, ``request_id``, window), 
 
 from __future__ import annotations
 
+import logging
+import os
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,14 +14,16 @@ from typing import Any
 import pytest
 
 from persistency import provider_from_url
-from persistency.errors import PersistencyError, SessionBusyError, SessionDeletedError
+from persistency.errors import PersistencyError, ProviderConfigError, SessionBusyError, SessionDeletedError
 from persistency.feature._drive import run_sync
+from persistency.feature._owner import LIVE
 from persistency.feature._ownership import (
     Claim,
     LeaseIO,
     Ownership,
     branch_runs,
     claim_plan,
+    dead_here,
     finished_duplicate,
     last_of_run,
     next_wait,
@@ -64,8 +69,9 @@ def test_a_request_id_is_checked_and_belongs_to_one_run() -> None:
 def test_waiting_decisions() -> None:
     assert next_wait(now=10, give_up_at=None, until_free=5, poll=0.2) is None  # no wait asked: busy at once
     assert next_wait(now=10, give_up_at=10, until_free=5, poll=0.2) is None  # no wait left
-    assert next_wait(now=10, give_up_at=20, until_free=5, poll=0.2) == 5  # sleep until it lapses
-    assert next_wait(now=10, give_up_at=12, until_free=5, poll=0.2) == 2  # but not past the deadline
+    assert next_wait(now=10, give_up_at=20, until_free=0.6, poll=0.2) == 0.6  # sleep until it lapses
+    assert next_wait(now=10, give_up_at=20, until_free=5, poll=0.2) == 1.0  # looking again each second
+    assert next_wait(now=10, give_up_at=10.5, until_free=5, poll=0.2) == 0.5  # but not past the deadline
     assert next_wait(now=10, give_up_at=20, until_free=0.1, poll=0.2) == 0.2  # then poll
 
 
@@ -165,3 +171,61 @@ def test_request_ids_decide_which_start_is_a_retry(tmp_path: Path) -> None:
     assert new["outcome"] == "ran" and new["calls"] > 0  # another request: a new turn, same opening or not
     plain = run_job(Job(url, "s", str(tmp_path), "d", ownership={"dedupe_window": 0}))
     assert plain["outcome"] == "ran"  # no window, no request id: the same message is a new turn
+
+
+# -- the default, and providers without leases ----------------------------------------------------------------
+def test_runs_are_owned_by_default_where_the_provider_has_leases(tmp_path: Path) -> None:
+    from persistency import Persistency
+
+    for url in (str(tmp_path / "fs"), f"memory://d-{uuid.uuid4().hex}", f"sqlite://{tmp_path}/d.db"):
+        with Persistency(url, "s") as feature:
+            assert isinstance(feature.ownership, Ownership) and feature.ownership == Ownership()
+        with Persistency(url, "s", ownership=None) as feature:
+            assert feature.ownership is None
+        tuned = Ownership(lease_ttl=5, wait=1)
+        with Persistency(url, "s", ownership=tuned) as feature:
+            assert feature.ownership is tuned
+    with pytest.raises(TypeError, match="ownership"):
+        Persistency(str(tmp_path / "fs"), "s", ownership=30)  # type: ignore[arg-type]
+
+
+def test_a_provider_without_leases_warns_once_and_runs_as_before(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from persistency import Persistency
+    from persistency.feature import _ownership
+    from tests.negative_providers import SnapshotProvider
+
+    _ownership._WARNED.discard("SnapshotProvider")
+    with caplog.at_level(logging.WARNING, logger="persistency"):
+        first = Persistency(SnapshotProvider(str(tmp_path / "a")), "s")
+        Persistency(SnapshotProvider(str(tmp_path / "b")), "s")
+        Persistency(SnapshotProvider(str(tmp_path / "c")), "s", ownership=None)
+    warned = [r for r in caplog.records if "has no session leases" in r.getMessage()]
+    assert len(warned) == 1 and "ownership=None" in warned[0].getMessage() and first.ownership is None
+    with pytest.raises(ProviderConfigError, match="no session leases"):
+        Persistency(SnapshotProvider(str(tmp_path / "d")), "s", ownership=Ownership())
+
+
+def test_a_lease_left_by_a_dead_process_of_this_machine_is_free_at_once(tmp_path: Path) -> None:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child exits at once: its PID is then free
+        os._exit(0)
+    os.waitpid(pid, 0)
+    mine = owner_token()
+    host, ns, _, _ = mine.split("@")
+    ghost = f"{host}@{ns}@{pid}@deadbeef0000"
+    assert dead_here(ghost) and dead_here(mine)  # gone; this process's token no run of it holds any more
+    LIVE.add(mine)
+    assert not dead_here(mine)  # a run of this process claims it: alive
+    LIVE.discard(mine)
+    assert not dead_here(f"otherhost@{ns}@{pid}@x") and not dead_here(f"{host}@1@{pid}@x")  # elsewhere: alive
+    assert not dead_here(f"{host}@{ns}@1@x") and not dead_here("someone-else")  # a running PID; a foreign token
+    p = provider_from_url(f"sqlite://{tmp_path}/dead.db")
+    held = p.acquire_lease("s", ghost, 60)  # type: ignore[attr-defined]
+    assert held is not None
+    with pytest.raises(SessionBusyError):
+        run_sync(claim_plan(p, "s", Ownership(take_dead_local=False)))  # waited out when asked to
+    claim = run_sync(claim_plan(p, "s", Ownership()))  # taken over long before its expiry
+    assert isinstance(claim, Claim) and time.time() < held.expires_at
+    run_sync(claim.release_plan())
+    p.close()

@@ -3,7 +3,7 @@
 Eight forked workers per scenario, each with its own provider and model-call log. In every one:
 exactly one worker runs, every other makes 0 model calls, every step appears once in the transcript
 (it equals an uninterrupted run's), no run end is written for a live run, no duplicate run or
-branch. The filesystem and memory backends have no leases yet (their owner is adding them): skipped.
+branch. ``memory://`` lives in one process: its threads and asyncio tasks are in test_ownership_memory.py.
 No timing assertions: a worker is held at a step by a file gate, so "while the owner runs" is a
 fact of the test, not a race; late joiners start 0.7 s and 1.5 s after the owner's claim.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from tests.ownership_harness import MAX_ROUND, Job, collect, run_job, spawn, wai
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the workers are forked processes")
 
-BACKENDS = ["sqlite", "redis", "redis_cluster", "s3"]
+BACKENDS = ["filesystem", "sqlite", "redis", "redis_cluster", "s3"]
 WORKERS = 8
 WAIT = {"lease_ttl": 2.0, "wait": 60.0}
 NO_WAIT = {"lease_ttl": 2.0}
@@ -33,6 +32,8 @@ NO_WAIT = {"lease_ttl": 2.0}
 
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "filesystem":
+        return str(tmp_path / "store")
     if request.param == "sqlite":
         return f"sqlite://{tmp_path}/store.db"
     return str(request.getfixturevalue(f"{request.param}_url"))
@@ -200,19 +201,36 @@ def test_two_instances_with_a_delete_in_between_never_splice(url: str, tmp_path:
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 def test_a_killed_owner_is_taken_over_by_exactly_one_worker(url: str, tmp_path: Path, reference: list[str],
                                                             is_async: bool) -> None:
+    """The owner dies holding its lease; eight workers wait; exactly one takes it over, after it lapsed.
+    (The workers run on the owner's machine: ``take_dead_local=False`` makes them wait the expiry out, as
+    workers elsewhere must.)"""
     _leases_or_skip(url)
     _killed_run(url, tmp_path, at=6, ownership=NO_WAIT)  # dies holding its lease
     with provider_from_url(url) as p:
-        assert p.current_lease("s") is not None  # type: ignore[attr-defined]
-    reports = _run_all(_jobs(url, tmp_path, WORKERS, "t", ownership=WAIT, is_async=is_async))
+        held = p.current_lease("s")  # type: ignore[attr-defined]
+    assert held is not None
+    reports = _run_all(_jobs(url, tmp_path, WORKERS, "t", ownership={**WAIT, "take_dead_local": False},
+                             is_async=is_async))
     winner = _check(reports, reference, others={"returned"})
     assert winner["calls"] == MAX_ROUND - 5
     infos, final = _stored(url)
     assert final == reference and [r for _, r in _ends(infos)] == ["cancelled", "max_rounds"]
+    closed = next(i for i in infos if i.kind == "run_end")
+    assert closed.created_at.timestamp() >= held.expires_at  # the dead attempt was closed only after expiry
 
 
-def test_without_leases_a_backend_keeps_the_old_behaviour(tmp_path: Path) -> None:
-    """Ownership on a backend without leases (filesystem today) is a no-op, not an error."""
-    job = Job(str(tmp_path / f"fs-{uuid.uuid4().hex[:6]}"), "s", str(tmp_path), "fs", ownership=WAIT)
-    report = run_job(job)
-    assert report["outcome"] == "ran" and len(report["transcript"]) == MAX_ROUND
+def test_a_dead_owner_of_this_machine_is_taken_over_at_once_by_exactly_one(url: str, tmp_path: Path,
+                                                                          reference: list[str]) -> None:
+    """The same with the default: the dead holder was a process of this machine, so its 60 s lease is
+    released by its token at once, and still exactly one worker takes the run."""
+    _leases_or_skip(url)
+    _killed_run(url, tmp_path, at=6, ownership={"lease_ttl": 60.0})
+    with provider_from_url(url) as p:
+        held = p.current_lease("s")  # type: ignore[attr-defined]
+    assert held is not None
+    winner = _check(_run_all(_jobs(url, tmp_path, WORKERS, "t", ownership=WAIT)), reference, others={"returned"})
+    assert winner["calls"] == MAX_ROUND - 5
+    infos, final = _stored(url)
+    assert final == reference and [r for _, r in _ends(infos)] == ["cancelled", "max_rounds"]
+    closed = next(i for i in infos if i.kind == "run_end")
+    assert closed.created_at.timestamp() < held.expires_at  # long before the lease would have lapsed

@@ -33,6 +33,7 @@ from persistency import _ag2
 from persistency.errors import PersistencyError, SerializationError
 from persistency.feature._args import check_arguments
 from persistency.feature._drive import run_async, run_sync
+from persistency.feature._ownership import Ownership, resolve
 from persistency.feature._pattern import PatternHook, is_pattern, pattern_spec
 from persistency.feature._run import Run
 from persistency.feature._start import start_plan
@@ -68,6 +69,11 @@ class Persistency:
         max_pending: the background writer's queue bound ("async" durability), a positive integer.
         on_checkpoint: called with the `CheckpointInfo` of each checkpoint once it is stored (from the
             writer's thread with "async" durability); an exception in it is logged, never breaks the chat.
+        ownership: who owns a run (see `Ownership`). "auto" (default): each run holds the session's lease,
+            ``Ownership()``, where the provider has leases (every built-in one), and runs without one, with
+            a single warning per provider class, where it has none; an `Ownership` tunes it (and needs a
+            provider with leases); None turns it off. Storage-side only: a chat alone on its session
+            behaves exactly as without it. Kept as the ``ownership`` attribute.
 
     Every argument is checked here: a wrong type is a `TypeError`, a wrong value a `ValueError`,
     each naming the argument.
@@ -84,6 +90,7 @@ class Persistency:
         on_error: OnError = "raise",
         max_pending: int = 64,
         on_checkpoint: Callable[[CheckpointInfo], None] | None = None,
+        ownership: Ownership | Literal["auto"] | None = "auto",
     ) -> None:
         check_arguments(
             policy=policy,
@@ -107,6 +114,7 @@ class Persistency:
         self.durability: Durability = durability
         self.on_error: OnError = on_error
         self.max_pending = max_pending
+        self.ownership: Ownership | None = resolve(ownership, provider)
         self._next_policy: ResumePolicy | None = None
         self._manager: GroupChatManager | None = None
         self._pattern_hook: PatternHook | None = None

@@ -1,13 +1,21 @@
 """Who owns a session's run: leases around a run, idempotent starts, generations (the ownership issue).
 
-Turned on per feature with ``feature.ownership = Ownership(...)`` on a backend with leases (SQLite,
-Redis, Redis Cluster, S3; see `StorageBackend.acquire_lease`). Then, before a run loads anything:
+On by default: ``Persistency(provider, session_id)`` owns each run with `Ownership()` when the provider
+implements leases (every built-in one: filesystem on a local disk, ``memory://``, SQLite, Redis, Redis
+Cluster, S3; see `StorageBackend.acquire_lease`). ``ownership=Ownership(...)`` tunes it, ``ownership=None``
+turns it off. A provider without leases (a third-party one, or the filesystem over a remote fsspec
+protocol) runs without them, with one warning per provider class, on the create-only ids alone.
+Owning a run is storage-side only: a chat that never meets another worker and never crashes behaves
+exactly as without it. Before a run loads anything:
 
 - the worker takes the session's lease. A live lease held by another worker means: touch nothing
   (no run end, no checkpoint, no model call) and raise `SessionBusyError` naming when it lapses,
   or, with ``wait=SECONDS``, wait for it and then decide as if this worker had started after the
   owner finished. A lease whose owner died lapses, and of the workers that try, exactly one wins it:
-  only that one closes the dead attempt and continues it.
+  only that one closes the dead attempt and continues it. A holder that was a process of this very
+  machine (same host and PID namespace) and is gone, or a run of this very process that is over (its
+  release lost in an outage), is known dead at once: its lease is released by its token
+  (compare-and-delete, so still exactly one taker) instead of waited out.
 - holding the lease, it checks whether its request was just answered by another worker: the same
   opening message (or the same ``request_id``) as the run that ended last (``resume_latest``), or as a
   completed branch from the same checkpoint (``resume_from``), within ``dedupe_window`` seconds.
@@ -23,19 +31,17 @@ The decisions here are I/O-free; the I/O goes through the feature's one-body pla
 
 from __future__ import annotations
 
-import asyncio
-import os
+import logging
 import re
-import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from persistency.errors import PersistencyError, SessionBusyError, SessionDeletedError
+from persistency.errors import PersistencyError, ProviderConfigError, SessionBusyError, SessionDeletedError
 from persistency.feature._drive import Plan, io
+from persistency.feature._owner import LIVE, LeaseIO, dead_here, owner_token
 from persistency.feature._plan import Incoming, same_opening
 from persistency.ids import parse_checkpoint_id
 from persistency.models import Checkpoint, CheckpointInfo, utcnow
@@ -46,13 +52,17 @@ if TYPE_CHECKING:
     from persistency.provider import PersistencyStorageProvider
 
 __all__ = [
-    "REQUEST_KEY", "Claim", "LeaseIO", "Ownership", "claim_plan", "duplicate_branch", "duplicate_plan",
-    "finished_duplicate", "has_leases", "next_wait", "owner_token", "show_finished",
+    "REQUEST_KEY", "Claim", "LeaseIO", "Ownership", "claim_plan", "dead_here", "duplicate_branch",
+    "duplicate_plan", "finished_duplicate", "has_leases", "next_wait", "owner_token", "resolve", "show_finished",
 ]
+
+log = logging.getLogger(__name__)
 
 REQUEST_KEY = "request_id"
 """The manager-state key under which a run stores the request id it was started for."""
 _COMPLETE = ("termination_message", "max_rounds")
+RECHECK = 1.0
+"""Longest sleep of a waiting worker between two looks at a busy lease (seconds)."""
 
 
 @dataclass
@@ -67,12 +77,19 @@ class Ownership:
         dedupe_window: seconds after a run ended during which the same opening message starts no new
             turn but returns that run (0: only an explicit ``request_id`` deduplicates).
         poll: seconds between attempts while waiting.
+        take_dead_local: take over at once a lease whose holder was a process of this machine that is
+            gone (same host and PID namespace, PID no longer running); False waits for its expiry.
+        request_id: the request the next run answers (see `for_request`).
+
+    The defaults: a 30 s lease renewed every 10 s (a worker that vanishes on another machine frees the
+    session within 30 s; on this machine at once), no waiting, a 60 s dedupe window.
     """
 
     lease_ttl: float = 30.0
     wait: float | None = None
     dedupe_window: float = 60.0
     poll: float = 0.2
+    take_dead_local: bool = True
     request_id: str | None = None
     """The request the next run answers (taken by that run): a retried delivery returns its result."""
 
@@ -99,24 +116,55 @@ class Ownership:
         return rid
 
 
-def owner_token() -> str:
-    """A fresh owner name: host, process and a random part (a lease is compared on its token anyway)."""
-    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:60] or "host"
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-
-
 def has_leases(provider: PersistencyStorageProvider) -> bool:
-    """True if ``provider`` implements the lease primitives (the base's default raises)."""
+    """True if ``provider`` implements the lease primitives (the base's default raises; a backend may also
+    say ``supports_leases = False`` for a configuration without them)."""
     acquire = getattr(type(provider), "acquire_lease", None)
-    return acquire is not None and acquire is not StorageBackend.acquire_lease
+    if acquire is None or acquire is StorageBackend.acquire_lease:
+        return False
+    return bool(getattr(provider, "supports_leases", True))
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(provider: PersistencyStorageProvider) -> None:
+    kind = type(provider).__qualname__
+    if kind not in _WARNED:
+        _WARNED.add(kind)
+        log.warning(
+            "%s has no session leases: runs are not owned (two workers on one session are kept apart by the "
+            "create-only checkpoint ids only; a late or duplicate start is not refused). Pass ownership=None "
+            "to say so and silence this, or use a provider with leases.", kind)
+
+
+def resolve(ownership: Ownership | str | None, provider: PersistencyStorageProvider) -> Ownership | None:
+    """The feature's ownership: ``"auto"`` (the default) is `Ownership()` where ``provider`` has leases, else
+    None with one warning per provider class; an explicit `Ownership` needs leases (`ProviderConfigError`)."""
+    if ownership is None:
+        return None
+    if isinstance(ownership, str):
+        if ownership != "auto":
+            raise ValueError(f"ownership must be an Ownership, None or 'auto', not {ownership!r}")
+        if has_leases(provider):
+            return Ownership()
+        _warn_once(provider)
+        return None
+    if not isinstance(ownership, Ownership):
+        raise TypeError(f"ownership must be an Ownership, None or 'auto', not {type(ownership).__name__}")
+    if not has_leases(provider):
+        raise ProviderConfigError(
+            f"{type(provider).__qualname__} has no session leases, so runs cannot be owned; pass ownership=None")
+    return ownership
 
 
 def next_wait(*, now: float, give_up_at: float | None, until_free: float, poll: float) -> float | None:
     """Seconds to sleep before trying a busy lease again (``until_free``: seconds until it lapses), or None
-    to give up: no waiting asked for, or no waiting left."""
+    to give up: no waiting asked for, or no waiting left. Never more than `RECHECK` at a time, so a lease
+    released early (the owner finished) is noticed within it, not at the lease's expiry."""
     if give_up_at is None or now >= give_up_at:
         return None
-    step = poll if until_free <= poll else until_free
+    step = max(poll, min(until_free, RECHECK))
     return max(0.01, min(step, give_up_at - now))
 
 
@@ -164,55 +212,6 @@ def duplicate_branch(policy: ResumePolicy, end: Checkpoint | None, incoming: Inc
                      request_id: str | None, now: datetime, window: float) -> bool:
     """``resume_from(X)``: is ``end`` (the last checkpoint of a branch from X) this request's answer?"""
     return policy.kind == "resume_from" and end is not None and _answers(end, incoming, request_id, now, window)
-
-
-# -- I/O in both forms, for the plans --------------------------------------------------------------------------
-class LeaseIO:
-    """The lease primitives with sync and async forms (`io` calls ``name`` or ``a`` + ``name``)."""
-
-    def __init__(self, provider: PersistencyStorageProvider) -> None:
-        self.provider: Any = provider
-
-    def acquire(self, session_id: str, owner: str, ttl: float) -> Lease | None:
-        """Take the lease, or None."""
-        return self.provider.acquire_lease(session_id, owner, ttl)  # type: ignore[no-any-return]
-
-    async def aacquire(self, session_id: str, owner: str, ttl: float) -> Lease | None:
-        """Async `acquire`."""
-        return await asyncio.to_thread(self.acquire, session_id, owner, ttl)
-
-    def current(self, session_id: str) -> Lease | None:
-        """The live lease (None if the backend cannot say)."""
-        probe = getattr(self.provider, "current_lease", None)
-        return probe(session_id) if probe is not None else None  # type: ignore[no-any-return]
-
-    async def acurrent(self, session_id: str) -> Lease | None:
-        """Async `current`."""
-        return await asyncio.to_thread(self.current, session_id)
-
-    def generation(self, session_id: str) -> int:
-        """The session's generation."""
-        return int(self.provider.session_generation(session_id))
-
-    async def ageneration(self, session_id: str) -> int:
-        """Async `generation`."""
-        return await asyncio.to_thread(self.generation, session_id)
-
-    def release(self, lease: Lease) -> None:
-        """Give the lease up."""
-        self.provider.release_lease(lease)
-
-    async def arelease(self, lease: Lease) -> None:
-        """Async `release`."""
-        await asyncio.to_thread(self.release, lease)
-
-    def sleep(self, seconds: float) -> None:
-        """Wait (sync chats)."""
-        time.sleep(seconds)
-
-    async def asleep(self, seconds: float) -> None:
-        """Wait without blocking the event loop."""
-        await asyncio.sleep(seconds)
 
 
 class Claim:
@@ -273,25 +272,46 @@ class Claim:
         self._stop.set()
         with self._lock:
             lease = self.lease
-        if self.lost is None:
-            try:
+        try:
+            if self.lost is None:
                 yield io(self.lio, "release", lease)
-            except PersistencyError:
-                pass  # it lapses by itself
+        except PersistencyError:
+            pass  # it lapses by itself, and this process's next start frees it (its token is no longer LIVE)
+        finally:
+            LIVE.discard(lease.owner)
 
 
 def claim_plan(provider: PersistencyStorageProvider, session_id: str, settings: Ownership | None) -> Plan[Claim | None]:
     """Take the session's lease before anything is read (waiting if ``settings.wait``); None when off."""
-    if settings is None or not has_leases(provider):
+    if settings is None:
+        return None
+    if not has_leases(provider):  # set on the attribute after construction: warn, run as before
+        _warn_once(provider)
         return None
     lio = LeaseIO(provider)
     owner = owner_token()
+    LIVE.add(owner)  # until release_plan, or until this start gives up
+    try:
+        return (yield from _claim_loop(lio, session_id, owner, settings))
+    except BaseException:
+        LIVE.discard(owner)
+        raise
+
+
+def _claim_loop(lio: LeaseIO, session_id: str, owner: str, settings: Ownership) -> Plan[Claim]:
     give_up_at = None if settings.wait is None else time.monotonic() + settings.wait
+    released: set[str] = set()
     while True:
         lease = yield io(lio, "acquire", session_id, owner, float(settings.lease_ttl))
         if lease is not None:
             return Claim(lio, lease, settings, settings.take_request_id())
         held = yield io(lio, "current", session_id)
+        if held is not None and settings.take_dead_local and held.token not in released and dead_here(held.owner):
+            released.add(held.token)  # compare-and-delete on its token: of all who try, one acquire wins
+            log.info("session %s: the lease of %s, a process of this machine that is gone, is taken over",
+                     session_id, held.owner)
+            yield io(lio, "release", held)
+            continue
         expires_at = held.expires_at if held is not None else time.time() + settings.poll
         delay = next_wait(now=time.monotonic(), give_up_at=give_up_at, until_free=expires_at - time.time(),
                           poll=settings.poll)
@@ -330,9 +350,15 @@ def duplicate_plan(
 
 
 def show_finished(manager: Any, registered: Any, sender: Any, end: Checkpoint) -> None:
-    """Put the finished run's transcript and histories into the live chat, as if this worker had run it."""
+    """Put the finished run's transcript, histories, last speaker and pattern context into the live chat, as if
+    this worker had run it (``initiate_group_chat`` and ``run_group_chat`` read the manager's last speaker)."""
     from persistency._capture import restore_histories
+    from persistency.feature import _pattern
 
     agents = {a.name: a for a in registered.agents}
     agents.setdefault(sender.name, sender)
     restore_histories(manager, registered, agents, end.messages, clears=end.manager_state.get("clears") or [])
+    _pattern.restore(registered, end.manager_state.get("pattern_state"), whole=False)
+    last = next((agents.get(str(m.get("name"))) for m in reversed(end.messages) if m.get("name") in agents), None)
+    if last is not None:
+        manager._last_speaker = last

@@ -167,8 +167,8 @@ def start_plan(
     assert isinstance(recipient, GroupChatManager) and messages and sender is not None
     loop, registered = feature._require_loop(recipient, is_async=is_async)
     policy = feature._take_policy()
-    # p12 (#12): with feature.ownership set, the session's lease is taken before anything is read
-    claim = yield from _ownership.claim_plan(feature.provider, feature.session_id, getattr(feature, "ownership", None))
+    # p12 (#12): unless feature.ownership is None, the session's lease is taken before anything is read
+    claim = yield from _ownership.claim_plan(feature.provider, feature.session_id, feature.ownership)
     try:
         return (yield from _owned_start(feature, recipient, messages, sender, loop, registered, policy, claim,
                                         is_async=is_async))

@@ -73,10 +73,10 @@ class RunWriter:
 
     def _save_plan(self, cp: Checkpoint) -> Plan[None]:
         self._link(cp)
-        if self.guard is not None:  # p12: still the owner, session not deleted meanwhile
-            yield from self.guard.before_save_plan(cp)
         what = f"saved checkpoint {cp.checkpoint_id} of session {cp.session_id} ({len(cp.messages)} messages)"
         try:
+            if self.guard is not None:  # p12: still the owner, session not deleted meanwhile (an outage
+                yield from self.guard.before_save_plan(cp)  # reading the generation follows on_error)
             with span("save", session=cp.session_id, checkpoint=cp.checkpoint_id, step=cp.step, kind=cp.kind):
                 with timed_debug(log, what, lambda: size_of(cp.messages)):
                     yield io(self.provider, "save_checkpoint", cp)
@@ -102,6 +102,8 @@ class RunWriter:
             self.last_stored = cp.checkpoint_id
         last = batch[-1]
         try:
+            if self.guard is not None:  # p12: one lease and generation check for the whole batch
+                yield from self.guard.before_save_plan(batch[0])
             with span("save", session=last.session_id, checkpoint=last.checkpoint_id, step=last.step, kind=last.kind):
                 yield io(self.provider, "save_checkpoints", batch)
         except PersistencyError as exc:

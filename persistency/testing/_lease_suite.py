@@ -89,6 +89,28 @@ class LeaseConformance:
             seen = current("s")
             assert seen is not None and seen.owner == "worker-b" and seen.expires_at > time.time()
 
+    def test_the_current_lease_is_a_snapshot_that_releases_only_itself(
+        self, provider: PersistencyStorageProvider
+    ) -> None:
+        """``current_lease`` (optional) returns the live holding with its token; releasing that snapshot is a
+        compare-and-delete: it frees the lease if it is still that holding and leaves a newer one alone
+        (the feature relies on it to free, exactly once, a lease left by a dead process of its machine)."""
+        current = getattr(provider, "current_lease", None)
+        if current is None:
+            pytest.skip(f"{provider!r} has no current_lease")
+        assert current("snap") is None
+        held = provider.acquire_lease("snap", "worker-a", 30)  # type: ignore[attr-defined]
+        seen = current("snap")
+        assert seen is not None and seen.owner == "worker-a" and seen.session_id == "snap"
+        assert seen.generation == held.generation and abs(seen.expires_at - held.expires_at) < 1.0
+        provider.release_lease(seen)  # type: ignore[attr-defined]
+        assert current("snap") is None
+        newer = provider.acquire_lease("snap", "worker-b", 30)  # type: ignore[attr-defined]
+        assert newer is not None
+        provider.release_lease(seen)  # type: ignore[attr-defined]  # stale: must not drop worker-b's
+        assert provider.acquire_lease("snap", "worker-c", 30) is None  # type: ignore[attr-defined]
+        assert provider.renew_lease(newer, 30) is not None  # type: ignore[attr-defined]
+
     def test_generation_advances_with_each_delete_and_leases_carry_it(
         self, provider: PersistencyStorageProvider
     ) -> None:

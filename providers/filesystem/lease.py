@@ -3,7 +3,8 @@
 ``ROOT/SESSION/session.json`` holds ``{"generation": N, "lease": {"owner", "token", "expires_at"}}``,
 padded to a fixed size and rewritten in place (one ``pwrite`` inside one disk sector) while an
 exclusive ``flock`` on the same file is held, so taking, renewing and releasing a lease and
-advancing the generation are atomic across processes. The file is never replaced or unlinked
+advancing the generation are atomic across processes. Only a new generation is synced to disk: after a
+power cut every holder of a lease on this disk is gone anyway. The file is never replaced or unlinked
 (a lock on a replaced file would guard nothing); deleting a session keeps it, so the generation
 only grows. Expiry is wall-clock time (``time.time()``), as `persistency.storage.Lease` says.
 """
@@ -60,6 +61,15 @@ def _extend(state: dict[str, Any], lease: Lease, ttl: float) -> Lease | None:
     return Lease(lease.session_id, lease.owner, expires, int(state.get("generation", 0)), lease.token)
 
 
+def _live(state: dict[str, Any] | None, sid: str) -> Lease | None:
+    """The live lease recorded in ``state`` (None if none or lapsed)."""
+    held = (state or {}).get("lease")
+    if not held or held["expires_at"] <= time.time():
+        return None
+    assert state is not None
+    return Lease(sid, held["owner"], float(held["expires_at"]), int(state.get("generation", 0)), held["token"])
+
+
 def _give_up(state: dict[str, Any], lease: Lease) -> None:
     """Clear the lease from ``state`` if its token still holds it."""
     held = state.get("lease")
@@ -105,8 +115,9 @@ class LocalLeases:
                     if len(data) >= _STATE_SIZE:
                         raise ProviderConfigError("lease owner too long for the session state file")
                     os.pwrite(fd, data.ljust(_STATE_SIZE - 1) + b"\n", 0)
-                    if self.fsync:
-                        os.fdatasync(fd)
+                    if self.fsync and state.get("generation", 0) != json.loads(before).get("generation", 0):
+                        os.fdatasync(fd)  # a generation must survive a power cut; a lease need not: every
+                        # holder of a lease on this disk died with the machine
             finally:
                 os.close(fd)
 
@@ -133,6 +144,11 @@ class LocalLeases:
         with self._state(sid, create=True) as state:
             assert state is not None
             return _take(state, sid, owner, ttl)
+
+    def current(self, sid: str) -> Lease | None:
+        """The live lease, or None (a shared lock: nothing is written)."""
+        with self._state(validate_id(sid, "session_id"), create=False, exclusive=False) as state:
+            return _live(state, sid)
 
     def renew(self, lease: Lease, ttl: float) -> Lease | None:
         """Extend the lease if it is still ours."""
@@ -176,6 +192,11 @@ class MemoryLeases:
         """Take the lease if nobody else holds a live one."""
         with self._state(sid) as state:
             return _take(state, sid, owner, ttl)
+
+    def current(self, sid: str) -> Lease | None:
+        """The live lease, or None."""
+        with self._state(validate_id(sid, "session_id")) as state:
+            return _live(state, sid)
 
     def renew(self, lease: Lease, ttl: float) -> Lease | None:
         """Extend the lease if it is still ours."""

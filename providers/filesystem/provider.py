@@ -304,6 +304,11 @@ class FilesystemStorageProvider(StorageBackend):
             self._segments.close()
 
     # -- generations and leases (local disk and memory://) ---------------------------------------------------
+    @property
+    def supports_leases(self) -> bool:
+        """True on a local disk and ``memory://``; other fsspec protocols have no lease store."""
+        return self._leases is not None
+
     def _lease_store(self) -> LocalLeases | MemoryLeases:
         if self._leases is None:
             raise NotImplementedError("session leases need a local disk or memory://, not this fsspec protocol")
@@ -322,6 +327,13 @@ class FilesystemStorageProvider(StorageBackend):
         sid = check_lease_args(session_id, owner, ttl)
         with self._translate(f"taking the lease of {sid!r}"):
             return store.acquire(sid, owner, float(ttl))
+
+    def current_lease(self, session_id: str) -> Lease | None:
+        """The session's live lease as stored (None if none or lapsed): who owns the run, until when."""
+        store = self._lease_store()
+        sid = validate_id(session_id, "session_id")
+        with self._translate(f"reading the lease of {sid!r}"):
+            return store.current(sid)
 
     def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
         """Extend a held lease from now; None if it was lost."""
