@@ -255,42 +255,52 @@ def _one(op: Op) -> Plan[Any]:
     return (yield op)
 
 
+class _Stepper:
+    """The walk plan's state between two steps, shared by the sync and the async driver."""
+
+    def __init__(self, plan: Generator[Op | Emit, Any, None]) -> None:
+        self._plan = plan
+        self._reply: Any = None
+        self._error: PersistencyError | None = None
+
+    def next(self) -> Op | Emit | None:
+        """The plan's next read or emit, given the last reply or error; None once it is done."""
+        reply, error, self._reply, self._error = self._reply, self._error, None, None
+        try:
+            return self._plan.send(reply) if error is None else self._plan.throw(error)
+        except StopIteration:
+            return None
+
+    def answer(self, reply: Any) -> None:
+        self._reply = reply
+
+    def fail(self, error: PersistencyError) -> None:
+        """For the plan to judge: damage, or the store is down."""
+        self._error = error
+
+
 def iterate(backend: StorageBackend, session_id: str, checkpoint_ids: Iterable[str] | None) -> Iterator[Loaded]:
     """Drive `walk_plan` with the sync primitives."""
-    plan = walk_plan(backend, session_id, checked_ids(checkpoint_ids))
-    reply: Any = None
-    error: PersistencyError | None = None
-    while True:
-        try:
-            item = plan.send(reply) if error is None else plan.throw(error)
-        except StopIteration:
-            return
-        reply, error = None, None
+    steps = _Stepper(walk_plan(backend, session_id, checked_ids(checkpoint_ids)))
+    while (item := steps.next()) is not None:
         if isinstance(item, Emit):
             yield item.checkpoint_id, item.value
             continue
         try:
-            reply = backend._run(_one(item))
-        except PersistencyError as exc:  # for the plan to judge: damage, or the store is down
-            error = exc
+            steps.answer(backend._run(_one(item)))
+        except PersistencyError as exc:
+            steps.fail(exc)
 
 
 async def aiterate(backend: StorageBackend, session_id: str,
                    checkpoint_ids: Iterable[str] | None) -> AsyncIterator[Loaded]:
     """Drive `walk_plan` with the async twins."""
-    plan = walk_plan(backend, session_id, checked_ids(checkpoint_ids))
-    reply: Any = None
-    error: PersistencyError | None = None
-    while True:
-        try:
-            item = plan.send(reply) if error is None else plan.throw(error)
-        except StopIteration:
-            return
-        reply, error = None, None
+    steps = _Stepper(walk_plan(backend, session_id, checked_ids(checkpoint_ids)))
+    while (item := steps.next()) is not None:
         if isinstance(item, Emit):
             yield item.checkpoint_id, item.value
-            continue
-        try:
-            reply = await backend._arun(_one(item))
-        except PersistencyError as exc:
-            error = exc
+        else:
+            try:
+                steps.answer(await backend._arun(_one(item)))
+            except PersistencyError as exc:
+                steps.fail(exc)
