@@ -102,12 +102,7 @@ def decode_record(data: bytes, where: str, cipher: PayloadCipher | None = None) 
     check_delta(raw_info.get("metadata"), where, "metadata")
     if p.get("format") != fmt:
         raise CorruptCheckpointError(f"{where}: unknown record format {p.get('format')!r}")
-    base = p["base"] if "base" in p else raw_info.get("parent_id")
-    base_step, messages = p.get("base_step"), p.get("messages")
-    if not (base is None or isinstance(base, str)) or type(base_step) is not int or base_step < 0:
-        raise CorruptCheckpointError(f"{where}: bad base reference")
-    if type(messages) is not list or any(type(m) is not dict for m in messages):
-        raise CorruptCheckpointError(f"{where}: 'messages' is not a list of objects")
+    base, base_step, messages = _base_and_messages(raw_info, p, where)
     deltas = {
         "agent_states": check_delta(p.get("agent_states"), where, "agent_states"),
         "manager_state": check_delta(p.get("manager_state"), where, "manager_state"),
@@ -162,14 +157,20 @@ def decode_records(items: Sequence[tuple[str, bytes]], where: Callable[[str], st
     return out
 
 
-def _record(info: dict[str, Any], p: dict[str, Any], where: str) -> Record:
-    """The `Record` of a parsed record of this version, its shape checked (as `decode_record` does)."""
+def _base_and_messages(info: dict[str, Any], p: dict[str, Any], where: str) -> tuple[str | None, int, list[Any]]:
+    """A record's base reference and new messages, their shapes checked."""
     base = p["base"] if "base" in p else info.get("parent_id")
     base_step, messages = p.get("base_step"), p.get("messages")
     if not (base is None or isinstance(base, str)) or type(base_step) is not int or base_step < 0:
         raise CorruptCheckpointError(f"{where}: bad base reference")
     if type(messages) is not list or any(type(m) is not dict for m in messages):
         raise CorruptCheckpointError(f"{where}: 'messages' is not a list of objects")
+    return base, base_step, messages
+
+
+def _record(info: dict[str, Any], p: dict[str, Any], where: str) -> Record:
+    """The `Record` of a parsed record of this version, its shape checked (as `decode_record` does)."""
+    base, base_step, messages = _base_and_messages(info, p, where)
     deltas: dict[str, dict[str, Any]] = {}
     for name, value in (("agent_states", p.get("agent_states")), ("manager_state", p.get("manager_state")),
                         ("metadata", info.get("metadata"))):
