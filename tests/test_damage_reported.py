@@ -62,3 +62,24 @@ def test_s3_junk_pack_and_index_are_damage_not_hidden_records(s3_url: str, s3_se
     client.put_object(Bucket=s3_server.bucket, Key=f"{prefix}/junk/checkpoints/{chain[2].checkpoint_id}.json", Body=b"")
     with pytest.raises(CorruptCheckpointError, match=r"packs/.*\.(pack|index)\.gz"):
         provider_from_url(s3_url).get_checkpoint("junk", chain[2].checkpoint_id)
+
+
+@pytest.mark.parametrize("target", ["self", "head", "missing"])
+def test_sqlite_a_looping_base_id_column_never_hangs_nor_alters_a_load(tmp_path: Path, target: str) -> None:
+    """The chain query follows the base_id column; a damaged one that loops (a record its own base, or
+    the head's) used to return a million rows. Now a load reads at most the session's records, and
+    each record's own base id decides what it extends: the data read is the data written."""
+    import sqlite3
+
+    url = f"sqlite://{tmp_path}/loop.db"
+    with provider_from_url(url) as p:
+        chain = make_chain(p, "s", 6)
+    victim = chain[3].checkpoint_id
+    loop_to = {"self": victim, "head": chain[-1].checkpoint_id, "missing": "000009-0000009"}[target]
+    with sqlite3.connect(tmp_path / "loop.db") as raw:
+        raw.execute("UPDATE records SET base_id = ? WHERE checkpoint_id = ?", (loop_to, victim))
+        raw.execute("UPDATE records SET base_id = ? WHERE checkpoint_id = ?", (victim, chain[-1].checkpoint_id))
+    with provider_from_url(url, cache_size=0) as fresh:
+        for cp in chain:
+            assert fresh.get_checkpoint("s", cp.checkpoint_id) == cp
+        assert fresh.get_latest_checkpoint("s") == chain[-1]
