@@ -13,6 +13,9 @@ import pytest
 
 from persistency import CorruptCheckpointError, provider_from_url
 from persistency.testing import make_chain
+from tests.every_backend import backend, storage_url
+
+__all__ = ["backend", "storage_url"]  # fixtures: every backend of tests/conftest.py and SQLite
 
 
 def test_stray_files_in_a_session_folder_do_not_hide_the_session(tmp_path: Path) -> None:
@@ -83,3 +86,66 @@ def test_sqlite_a_looping_base_id_column_never_hangs_nor_alters_a_load(tmp_path:
         for cp in chain:
             assert fresh.get_checkpoint("s", cp.checkpoint_id) == cp
         assert fresh.get_latest_checkpoint("s") == chain[-1]
+
+
+# -- one damaged info line, every backend: verify names it, copy and prune handle the other sessions -------
+def _damage_info_line(backend: str, url: str, request: pytest.FixtureRequest, sid: str, cid: str) -> None:
+    """Add one byte (a space, still valid JSON) to the info line of ``sid``/``cid`` wherever it is stored:
+    only its checksum can tell."""
+    from tests.test_bitflips import _cells
+
+    needle = f'"checkpoint_id":"{cid}","session_id":"{sid}"'.encode()
+    hits = 0
+    for cell in _cells(backend, url, request):
+        data = cell.get()
+        if needle in data:
+            cell.put(data.replace(needle, needle + b" ", 1))
+            hits += 1
+    assert hits == 1, hits
+
+
+def _cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from persistency.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "250", "PERSISTENCY_URL": "",
+                                                    "PERSISTENCY_ENCRYPTION_KEY": ""})
+
+
+def test_one_damaged_info_line_is_named_and_never_stops_the_other_sessions(
+    backend: str, storage_url: str, request: pytest.FixtureRequest
+) -> None:
+    import json
+    import uuid
+
+    with provider_from_url(storage_url) as p:
+        good1 = make_chain(p, "good", 3)
+        good2 = make_chain(p, "good", 2, run_seq=2, start=good1[0])
+        bad = make_chain(p, "bad", 3)
+        last = make_chain(p, "zlast", 2)
+    _damage_info_line(backend, storage_url, request, "bad", bad[1].checkpoint_id)
+
+    verify = _cli("verify", "--url", storage_url, "--json")
+    assert verify.exit_code == 1, verify.output
+    report = json.loads(verify.stdout)
+    damaged = {d["checkpoint_id"] for d in report["damaged"]}
+    assert bad[1].checkpoint_id in damaged and damaged <= {c.checkpoint_id for c in bad}, report
+    assert {d["session_id"] for d in report["damaged"]} == {"bad"}
+    assert all(d["error"] == "CorruptCheckpointError" for d in report["damaged"]), report
+
+    dst = f"memory://copy-{uuid.uuid4().hex}"
+    copy = _cli("copy", storage_url, dst)
+    assert copy.exit_code == 1 and bad[1].checkpoint_id in copy.output, copy.output
+    with provider_from_url(dst) as d:
+        assert d.list_checkpoint_ids("good") == sorted(c.checkpoint_id for c in [*good1, *good2])
+        assert d.list_checkpoint_ids("zlast") == [c.checkpoint_id for c in last]
+        assert d.get_latest_checkpoint("zlast") == last[-1]
+
+    prune = _cli("prune", "--url", storage_url, "--keep-last-runs", "1", "--yes", "--json")
+    assert prune.exit_code == 1 and "bad" in prune.stderr, (prune.stdout, prune.stderr)
+    with provider_from_url(storage_url) as p:
+        kept = p.list_checkpoint_ids("good")
+        assert kept == sorted([good1[0].checkpoint_id, *(c.checkpoint_id for c in good2)]), kept  # run 1 pruned
+        assert p.get_latest_checkpoint("zlast") == last[-1]
+        assert p.list_checkpoint_ids("bad") == [c.checkpoint_id for c in bad]  # left as it is
