@@ -17,6 +17,7 @@ from persistency import (
     CorruptCheckpointError,
     InvalidIdentifierError,
     PersistencyError,
+    ProviderConfigError,
     SerializationError,
     UnsupportedSchemaError,
     provider_from_url,
@@ -116,3 +117,68 @@ def test_a_ten_megabyte_message_round_trips(tmp_path: Path) -> None:
     p.save_checkpoint(cp)
     got = FilesystemStorageProvider(tmp_path).get_checkpoint("big", cp.checkpoint_id)
     assert got.messages[-1]["content"] == huge["content"]
+
+
+# -- the bad inputs of issue #13 on SQLite (the other backends: tests/test_provider_options.py) ------------
+def _deep(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"d": value}
+    return value
+
+
+@pytest.mark.parametrize("limit", ["x", -1, 1.5, True, [1]])
+def test_sqlite_bad_limits_are_refused(tmp_path: Path, limit: Any) -> None:
+    with provider_from_url(f"sqlite://{tmp_path}/a.db") as p:
+        make_chain(p, "s", 2)
+        with pytest.raises(ProviderConfigError, match="limit"):
+            p.list_checkpoints("s", limit=limit)
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "named"),
+    [
+        ("sqlite://{tmp}/a.db", {"cache_size": -1}, "cache_size"),
+        ("sqlite://{tmp}/a.db", {"fsync": "no"}, "fsync"),
+        ("sqlite://{tmp}/a.db", {"bogus": 1}, "bogus"),
+        ("sqlite://{tmp}/a.db", {"busy_timeout": -1}, "busy_timeout"),
+        ("sqlite://{tmp}/a.db?bogus=1", {}, "bogus"),
+        ("sqlite://{tmp}/a.db?busy_timeout=x", {}, "busy_timeout"),
+        ("sqlite://{tmp}/a.db?fsync=maybe", {}, "fsync"),
+        ("sqlite://{tmp}/nul\x00.db", {}, "NUL"),
+        ("sqlite://{tmp}", {}, "folder"),
+        ("sqlite://", {}, "names a database file"),
+    ],
+)
+def test_sqlite_bad_options_are_refused_at_construction_naming_them(
+    tmp_path: Path, url: str, options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ProviderConfigError, match=named):
+        provider_from_url(url.replace("{tmp}", str(tmp_path)), **options)
+    assert not (tmp_path / "a.db").exists()
+
+
+def test_sqlite_a_file_that_is_not_a_database_is_one_cli_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from persistency.cli import app
+
+    notes = tmp_path / "notes.db"
+    notes.write_text("a person's notes, not a database\n" * 200)
+    with pytest.raises(ProviderConfigError, match="not a database"):
+        provider_from_url(f"sqlite://{notes}")
+    r = CliRunner().invoke(app, ["sessions", "--url", f"sqlite://{notes}"], env={"PERSISTENCY_URL": ""})
+    assert r.exit_code != 0 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: "), r.stderr
+    assert notes.read_text().startswith("a person's notes")  # not turned into a database
+
+
+def test_sqlite_deep_content_is_refused_before_storing_or_round_trips(tmp_path: Path) -> None:
+    with provider_from_url(f"sqlite://{tmp_path}/a.db") as p:
+        with pytest.raises(SerializationError):
+            p.save_checkpoint(make_checkpoint("deep", 1, messages=[{"content": _deep(5000), "role": "user"}]))
+        with pytest.raises(SerializationError):
+            p.save_checkpoint(make_checkpoint("deep", 1, metadata={"d": _deep(5000)}))
+        assert p.list_sessions() == []
+        cp = make_checkpoint("ok", 1, messages=[{"content": _deep(500), "role": "user"}], metadata={"d": _deep(500)})
+        p.save_checkpoint(cp)
+        assert p.get_checkpoint("ok", cp.checkpoint_id) == cp
