@@ -305,6 +305,8 @@ def test_the_33_kinds_never_leak(
     leaks = {channel: s.leaks(text) for channel, text in
              (("stored bytes", stored), ("CLI", out), ("logs", log_text), ("exception chains", chains))}
     assert leaks == {"stored bytes": [], "CLI": [], "logs": [], "exception chains": []}
+    print(f"{backend}: {len(KINDS)} kinds, 0 found in {len(stored):,} stored characters (expanded), "
+          f"{len(out):,} of CLI output, {len(logs.lines)} log records, {len(errors)} exception chains")
 
 
 @pytest.mark.parametrize("password", ["pa/ss", "p#ss", "p?ss", "ab/cdef", "x@y/zz", "p@ss/x", "a:b/c", "xy:zz@w/v"])
