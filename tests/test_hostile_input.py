@@ -178,6 +178,8 @@ def test_sqlite_deep_content_is_refused_before_storing_or_round_trips(tmp_path: 
             p.save_checkpoint(make_checkpoint("deep", 1, messages=[{"content": _deep(5000), "role": "user"}]))
         with pytest.raises(SerializationError):
             p.save_checkpoint(make_checkpoint("deep", 1, metadata={"d": _deep(5000)}))
+        with pytest.raises(SerializationError):
+            p.save_checkpoint(make_checkpoint("deep", 1, agent_states={"a": {"deep": _deep(5000)}}))
         assert p.list_sessions() == []
         cp = make_checkpoint("ok", 1, messages=[{"content": _deep(500), "role": "user"}], metadata={"d": _deep(500)})
         p.save_checkpoint(cp)
