@@ -25,6 +25,9 @@ from persistency import (
 )
 from persistency._codec import decode_info_line, decode_record
 from persistency.testing import make_chain, make_checkpoint
+from tests.every_backend import backend, storage_url
+
+__all__ = ["backend", "storage_url"]  # fixtures: every backend of tests/conftest.py and SQLite
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
