@@ -9,13 +9,12 @@ file too (``sqlite://TMP/store.db``), with the same URLs for the others. `sqlite
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, url_for
 
 ALL_BACKENDS = [*BACKENDS, "sqlite"]
 #: the columns of a record row that a load reads (``parent_id`` and ``step`` only serve writes and
@@ -34,11 +33,7 @@ def storage_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     """A fresh, empty storage URL on ``backend`` (as ``tests/conftest.py``, plus a SQLite file)."""
     if backend == "sqlite":
         return f"sqlite://{tmp_path}/store.db"
-    if backend == "file":
-        return str(tmp_path / "store")
-    if backend == "memory":
-        return f"memory://t-{uuid.uuid4().hex}"
-    return str(request.getfixturevalue(f"{backend}_url"))
+    return url_for(backend, tmp_path, request)
 
 
 def sqlite_path(url: str) -> Path:

@@ -239,19 +239,10 @@ def test_sqlite_bad_modes_are_refused_naming_the_option(tmp_path: Path, bad: dic
     assert not (tmp_path / "x").exists()
 
 
-_SQLITE_WRITER = """
-import sys
-from persistency import provider_from_url
-from persistency.testing import make_checkpoint
-p = provider_from_url("sqlite://" + sys.argv[1])
-msgs, parent = [], None
-for step in range(1, 100000):
-    msgs.append({"content": "y" * 200_000, "role": "assistant", "name": "bob"})
-    cp = make_checkpoint("torn", step, parent_id=parent, messages=list(msgs))
-    p.save_checkpoint(cp)
-    parent = cp.checkpoint_id
-    print(step, flush=True)
-"""
+# the filesystem test's writer, on a SQLite file: saves of growing 200 KB transcripts, each acknowledged on stdout
+_SQLITE_WRITER = _WRITER.replace("from persistency.providers.filesystem import FilesystemStorageProvider",
+                                 "from persistency import provider_from_url").replace(
+    "FilesystemStorageProvider(sys.argv[1])", 'provider_from_url("sqlite://" + sys.argv[1])')
 
 
 def test_a_sqlite_writer_killed_mid_save_leaves_nothing_others_can_read(tmp_path: Path, umask: object) -> None:
