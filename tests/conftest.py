@@ -29,6 +29,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def storage_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """A fresh, empty storage URL on ``backend`` (unique folder, key prefix or S3 prefix)."""
+    return url_for(backend, tmp_path, request)
+
+
+def url_for(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """`storage_url`'s value for ``backend`` (also used by fixtures that add backends of their own)."""
     if backend == "file":
         return str(tmp_path / "store")
     if backend == "memory":

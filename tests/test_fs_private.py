@@ -191,3 +191,77 @@ def test_a_writer_killed_mid_save_leaves_nothing_others_can_read(tmp_path: Path)
             assert latest is not None and len(latest.messages) == latest.step
     finally:
         os.umask(old)
+
+
+# -- SQLite: the database file and its -wal/-shm files ----------------------------------------------------
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o000])
+def test_sqlite_folders_are_0700_and_files_0600_whatever_the_umask(tmp_path: Path, umask: object, mask: int) -> None:
+    """SQLite itself makes a new database 0644 (and its -wal/-shm files take the database's mode), so the
+    provider creates the file first, privately; missing folders are made 0700."""
+    from persistency.providers.sqlite import SqliteStorageProvider
+
+    umask(mask)  # type: ignore[operator]
+    with SqliteStorageProvider(f"sqlite://{tmp_path}/new/deep/chats.db") as p:
+        chain = make_chain(p, "s", 3)
+        assert p.acquire_lease("s", "me", 30) is not None
+        modes = _modes(tmp_path / "new")
+    assert modes == {".": 0o700, "deep": 0o700, "deep/chats.db": 0o600, "deep/chats.db-wal": 0o600,
+                     "deep/chats.db-shm": 0o600}, {k: oct(v) for k, v in modes.items()}
+    with SqliteStorageProvider(f"sqlite://{tmp_path}/new/deep/chats.db") as q:
+        assert q.get_latest_checkpoint("s") == chain[-1]
+
+
+def test_sqlite_modes_can_be_widened_and_an_existing_file_keeps_its_own(tmp_path: Path, umask: object) -> None:
+    from persistency import provider_from_url
+
+    umask(0o077)  # type: ignore[operator]
+    with provider_from_url(f"sqlite://{tmp_path}/shared/c.db?file_mode=0640&dir_mode=0750") as p:
+        make_chain(p, "s", 1)
+    assert set(_modes(tmp_path / "shared").values()) == {0o750, 0o640}
+    with provider_from_url(f"sqlite://{tmp_path}/kw/c.db", file_mode=0o660) as p:
+        make_chain(p, "s", 1)
+    assert _modes(tmp_path / "kw")["c.db"] == 0o660
+    mine = tmp_path / "mine.db"
+    mine.touch(0o644)
+    os.chmod(mine, 0o644)
+    with provider_from_url(f"sqlite://{mine}") as p:
+        make_chain(p, "s", 1)
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o644  # the owner's choice, not changed behind them
+
+
+@pytest.mark.parametrize("bad", [{"file_mode": 0o400}, {"file_mode": 0o1777}, {"dir_mode": 0o600},
+                                 {"file_mode": "0640"}, {"dir_mode": True}])
+def test_sqlite_bad_modes_are_refused_naming_the_option(tmp_path: Path, bad: dict[str, object]) -> None:
+    from persistency import provider_from_url
+
+    with pytest.raises(ProviderConfigError, match=next(iter(bad))):
+        provider_from_url(f"sqlite://{tmp_path}/x/c.db", **bad)
+    assert not (tmp_path / "x").exists()
+
+
+# the filesystem test's writer, on a SQLite file: saves of growing 200 KB transcripts, each acknowledged on stdout
+_SQLITE_WRITER = _WRITER.replace("from persistency.providers.filesystem import FilesystemStorageProvider",
+                                 "from persistency import provider_from_url").replace(
+    "FilesystemStorageProvider(sys.argv[1])", 'provider_from_url("sqlite://" + sys.argv[1])')
+
+
+def test_a_sqlite_writer_killed_mid_save_leaves_nothing_others_can_read(tmp_path: Path, umask: object) -> None:
+    """A real writer process, SIGKILLed at different points under a permissive umask: the database and the
+    journal files it leaves are 0600, nothing else is left, and the next reader sees whole checkpoints."""
+    from persistency import provider_from_url
+
+    umask(0o002)  # type: ignore[operator]
+    for round_ in range(3):
+        db = tmp_path / f"r{round_}" / "c.db"
+        proc = subprocess.Popen([sys.executable, "-c", _SQLITE_WRITER, str(db)], stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        for _ in range(round_ + 1):
+            proc.stdout.readline()  # 1, 2, 3 checkpoints acknowledged, then killed in the next save
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        left = _modes(db.parent)
+        assert set(left) <= {".", "c.db", "c.db-wal", "c.db-shm"}, left
+        assert all(mode & 0o077 == 0 for mode in left.values()), {k: oct(v) for k, v in left.items()}
+        with provider_from_url(f"sqlite://{db}") as p:
+            latest = p.get_latest_checkpoint("torn")
+            assert latest is not None and latest.step >= round_ + 1 and len(latest.messages) == latest.step

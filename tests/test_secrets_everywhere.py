@@ -6,8 +6,9 @@ finds any leak and names its kind. The chat runs with every secret in every agen
 and the speaker selection's ``llm_config``; a second run fails with an error whose text carries some
 of them; library errors are provoked with secret-bearing URLs. Then:
 
-- **stored bytes**: every file / object / Redis value, expanded (Redis zlib, S3 gzip packs);
-- **CLI**: ``sessions``, ``show`` (session and checkpoint), ``export``, and error lines;
+- **stored bytes**: every file / object / Redis value / SQLite file and column, expanded (Redis zlib,
+  S3 gzip packs);
+- **CLI**: ``sessions``, ``show`` (session and checkpoint), ``export``, ``verify``, and error lines;
 - **logs**: the root logger and every ``persistency.*`` logger at DEBUG, formatted with tracebacks;
 - **exceptions**: every exception the library raised, walked along ``__cause__``/``__context__``
   and printed by ``traceback.format_exception``.
@@ -34,8 +35,11 @@ from persistency import Persistency, PersistencyError, provider_from_url
 from persistency.cli import app
 from persistency.redaction import add_rule, remove_rule
 from persistency.scripted import ScriptedModelClient
+from tests.every_backend import backend, sqlite_values, storage_url
 from tests.helpers_ag2 import Crash
-from tests.test_feature_secrets import raw_bytes
+from tests.test_feature_secrets import _expanded, raw_bytes
+
+__all__ = ["backend", "storage_url"]  # fixtures: every backend of tests/conftest.py and SQLite
 
 #: The 33 kinds, by number. 1-20 were covered before issue #13; 21-33 are the ones it found leaking.
 KINDS: dict[int, str] = {
@@ -245,6 +249,14 @@ def provoke_errors(s: Planted, storage_url: str, redis_port: int) -> list[BaseEx
     return caught
 
 
+def stored_bytes(backend: str, url: str, request: pytest.FixtureRequest) -> bytes:
+    """Every byte the backend holds, compressed values expanded; for SQLite the database and -wal
+    files as they are on disk, and every column value of every table."""
+    if backend == "sqlite":
+        return b"\n".join(b"\n".join(_expanded(c)) for c in sqlite_values(url))
+    return raw_bytes(backend, url, request)
+
+
 def test_the_33_kinds_never_leak(
     storage_url: str, backend: str, request: pytest.FixtureRequest, logs: Logs, user_rule: None,
     redis_server: str,
@@ -265,7 +277,7 @@ def test_the_33_kinds_never_leak(
 
     errors = provoke_errors(s, storage_url, port)
     assert len(errors) == 4, errors
-    stored = raw_bytes(backend, storage_url, request).decode("utf-8", "replace")
+    stored = stored_bytes(backend, storage_url, request).decode("utf-8", "replace")
     out = "\n".join([
         cli("sessions", "--url", storage_url),
         cli("sessions", "--url", storage_url, "--json"),
@@ -273,6 +285,8 @@ def test_the_33_kinds_never_leak(
         *(cli("show", sid, "latest", "--url", storage_url) for sid in ("planted", "planted2")),
         *(cli("show", sid, "latest", "--url", storage_url, "--json") for sid in ("planted", "planted2")),
         *(cli("export", sid, "--url", storage_url) for sid in ("planted", "planted2")),
+        cli("verify", "--url", storage_url),
+        cli("verify", "--url", storage_url, "--json"),
         cli("sessions", "--url", f"redis://:{redis_password(s)}@127.0.0.1:{port}/0"),
         cli("sessions", "--url", f"redis://:{redis_password(s)}@127.0.0.1:1/0"),
         cli("show", "planted", "--url", f"nosuchscheme://svc:{s(29, 's3cr')}/et#{s(29, 'x')}@h/x"),
@@ -291,6 +305,8 @@ def test_the_33_kinds_never_leak(
     leaks = {channel: s.leaks(text) for channel, text in
              (("stored bytes", stored), ("CLI", out), ("logs", log_text), ("exception chains", chains))}
     assert leaks == {"stored bytes": [], "CLI": [], "logs": [], "exception chains": []}
+    print(f"{backend}: {len(KINDS)} kinds, 0 found in {len(stored):,} stored characters (expanded), "
+          f"{len(out):,} of CLI output, {len(logs.lines)} log records, {len(errors)} exception chains")
 
 
 @pytest.mark.parametrize("password", ["pa/ss", "p#ss", "p?ss", "ab/cdef", "x@y/zz", "p@ss/x", "a:b/c", "xy:zz@w/v"])

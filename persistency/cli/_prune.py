@@ -45,7 +45,7 @@ from persistency.cli._common import (
 )
 from persistency.cli._copy import copy_checkpoints
 from persistency.cli._walk import iter_checkpoints
-from persistency.errors import PersistencyError
+from persistency.errors import CorruptCheckpointError, EncryptionError, PersistencyError, UnsupportedSchemaError
 from persistency.ids import MAX_ID_LENGTH
 from persistency.models import CheckpointInfo, utcnow
 from persistency.provider import PersistencyStorageProvider
@@ -266,6 +266,7 @@ def prune(
     except typer.BadParameter as exc:
         usage_error(f"--older-than: {exc.message}")
     plans: list[PrunePlan] = []
+    errors: list[str] = []
     with open_provider(url) as p:
         all_sids = p.list_sessions()
         if session:
@@ -277,9 +278,14 @@ def prune(
             if sid + STAGING_SUFFIX in all_sids:
                 plans.append(PrunePlan(sid, action="recover", note="finishing an interrupted prune"))
                 continue
-            infos = require_session(p, sid, url) if session else p.list_checkpoints(sid)
+            try:
+                infos = require_session(p, sid, url) if session else p.list_checkpoints(sid)
+            except (CorruptCheckpointError, UnsupportedSchemaError, EncryptionError) as exc:
+                # a damaged session is reported and left alone, the others pruned
+                plans.append(PrunePlan(sid, action="skip", note=f"unreadable, left as it is: {exc}"))
+                errors.append(f"{sid}: {exc}")
+                continue
             plans.append(plan_session(sid, infos, cutoff, keep_last_runs))
-        errors: list[str] = []
         if not dry_run and _destructive(plans):
             confirm(_question(plans, url), yes=yes)
         if not dry_run:

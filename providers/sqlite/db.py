@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from pydantic import ConfigDict, NonNegativeInt, PositiveFloat, StrictBool
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, StrictBool, StrictInt
 
 from persistency.errors import CorruptCheckpointError, ProviderConfigError, StorageUnavailableError
 from persistency.storage import BackendOptions, validate_options
@@ -54,6 +54,11 @@ class SqliteOptions(BackendOptions):
     fsync: StrictBool = True
     #: parent lineages and keyframes kept in memory
     cache_size: NonNegativeInt = 512
+    #: permission bits of a database file the provider creates (umask ignored; SQLite gives its
+    #: ``-wal`` and ``-shm`` files the same); owner read+write kept
+    file_mode: StrictInt = Field(0o600, ge=0o600, le=0o666)
+    #: permission bits of the folders the provider creates for it (umask ignored); owner rwx kept
+    dir_mode: StrictInt = Field(0o700, ge=0o700, le=0o777)
 
 
 def parse_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -78,6 +83,8 @@ def parse_url(url: str) -> tuple[str, dict[str, Any]]:
             options[name] = _BOOL_TEXT[value.lower()]
         elif name == "cache_size" and value.isdigit():
             options[name] = int(value)
+        elif name in ("file_mode", "dir_mode") and value and all(c in "01234567" for c in value):
+            options[name] = int(value, 8)
         elif name == "busy_timeout":
             with contextlib.suppress(ValueError):
                 options[name] = float(value)
@@ -103,9 +110,9 @@ class Database:
             if os.path.isdir(path):
                 raise ProviderConfigError(f"SQLite path {path!r} is a folder; name a database file")
             try:
-                os.makedirs(folder, exist_ok=True)
+                _private_file(path, folder, opts.file_mode, opts.dir_mode)
             except OSError as exc:
-                raise ProviderConfigError(f"cannot create the folder of SQLite database {path!r}: {exc}") from exc
+                raise ProviderConfigError(f"cannot create SQLite database {path!r}: {exc.strerror}") from exc
         with self.connection() as conn:  # fail now on a file that is not a database, not at the first save
             try:
                 for statement in _SCHEMA:
@@ -189,6 +196,29 @@ class Database:
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+
+
+def _private_file(path: str, folder: str, file_mode: int, dir_mode: int) -> None:
+    """Create the missing folders (``dir_mode``) and a missing database file (``file_mode``) exactly,
+    whatever the umask, before SQLite opens it: SQLite would make it 0644 and its ``-wal``/``-shm``
+    files take the database file's mode. An existing file or folder is left as its owner made it."""
+    missing = []
+    head = folder
+    while head and not os.path.lexists(head):
+        missing.append(head)
+        head = os.path.dirname(head) if os.path.dirname(head) != head else ""
+    for name in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs
+            os.mkdir(name, dir_mode)
+            os.chmod(name, dir_mode)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, file_mode)
+    finally:
+        os.close(fd)
 
 
 def options(values: dict[str, Any]) -> SqliteOptions:

@@ -33,15 +33,19 @@ from .leases import SqliteLeases, generation_of
 __all__ = ["SqliteOptions", "SqliteStorageProvider"]
 
 _BATCH = 500  # ids per IN (...) list, well under SQLite's variable limit
-_MAX_CHAIN = 1_000_000  # a loop in stored base pointers ends here; the base reports the loop
+_MAX_CHAIN = 1_000_000  # a chain is never longer than this, nor than the session's record count
 
+# A loop in stored base pointers (a damaged base_id column) ends after as many steps as the session
+# has records, so a read costs at most one pass over the session; the base then reports the loop.
 _CHAIN_SQL = """
-WITH RECURSIVE chain(cid, depth) AS (
-  SELECT checkpoint_id, 0 FROM records WHERE session_id = :sid AND checkpoint_id =
+WITH RECURSIVE chain(cid, depth, most) AS (
+  SELECT checkpoint_id, 0, MIN(:limit, (SELECT COUNT(*) FROM records WHERE session_id = :sid))
+  FROM records WHERE session_id = :sid AND checkpoint_id =
     COALESCE(:cid, (SELECT MAX(checkpoint_id) FROM records WHERE session_id = :sid))
   UNION ALL
-  SELECT r.base_id, c.depth + 1 FROM chain c JOIN records r ON r.session_id = :sid AND r.checkpoint_id = c.cid
-  WHERE r.base_id IS NOT NULL AND c.depth < :limit
+  SELECT r.base_id, c.depth + 1, c.most FROM chain c
+  JOIN records r ON r.session_id = :sid AND r.checkpoint_id = c.cid
+  WHERE r.base_id IS NOT NULL AND c.depth + 1 < c.most
 )
 SELECT r.checkpoint_id, r.info, r.payload FROM chain c
 JOIN records r ON r.session_id = :sid AND r.checkpoint_id = c.cid ORDER BY c.depth
@@ -68,8 +72,11 @@ class SqliteStorageProvider(SqliteLeases, StorageBackend):
         fsync: ``synchronous=FULL`` so an acknowledged checkpoint survives a power loss (``NORMAL`` if False).
         cache_size: parent lineages and keyframe records kept in memory (records never change).
         encryption_key: seal payloads with AES-256-GCM; the info column stays readable.
+        file_mode: permission bits of a database file it creates (default 0o600, private whatever
+            the umask; SQLite gives the ``-wal``/``-shm`` files the same). An existing file keeps its own.
+        dir_mode: permission bits of the folders it creates for the file (default 0o700).
 
-    Options may also be given in the URL's query (``?busy_timeout=5&fsync=false``); the keyword wins.
+    Options may also be given in the URL's query (``?busy_timeout=5&fsync=false&file_mode=0640``); the keyword wins.
     """
 
     backend_name = "sqlite"
@@ -78,15 +85,16 @@ class SqliteStorageProvider(SqliteLeases, StorageBackend):
     checks_generation_on_write = True
 
     def __init__(self, url: str | os.PathLike[str], *, busy_timeout: float | None = None, fsync: bool | None = None,
-                 cache_size: int | None = None, encryption_key: str | bytes | None = None) -> None:
+                 cache_size: int | None = None, encryption_key: str | bytes | None = None,
+                 file_mode: int | None = None, dir_mode: int | None = None) -> None:
         raw = os.fspath(url)
         if not isinstance(raw, str) or not raw.strip():
             from persistency.errors import ProviderConfigError
 
             raise ProviderConfigError("sqlite URL must be a non-empty sqlite:// URL or path")
         path, query = parse_url(raw)
-        given = {k: v for k, v in (("busy_timeout", busy_timeout), ("fsync", fsync), ("cache_size", cache_size))
-                 if v is not None}
+        given = {k: v for k, v in (("busy_timeout", busy_timeout), ("fsync", fsync), ("cache_size", cache_size),
+                                   ("file_mode", file_mode), ("dir_mode", dir_mode)) if v is not None}
         opts = options({**query, **given})
         super().__init__(cache_size=opts.cache_size, encryption_key=encryption_key)
         self.url = raw
