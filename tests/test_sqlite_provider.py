@@ -262,3 +262,38 @@ def test_cli_copy_to_and_from_sqlite(tmp_path: Path) -> None:
     listed = run("sessions", "-u", lite_url, "--json")
     assert listed.exit_code == 0 and {"conv-1", "conv-2"} <= {
         s["session_id"] if isinstance(s, dict) else s for s in json.loads(listed.stdout)}
+
+
+def test_closing_while_another_thread_renews_a_lease_waits_for_its_statement(tmp_path: Path) -> None:
+    """A lease renewer (a thread of its own) may be mid-statement when the chat closes the provider:
+    closing must wait for that statement, and the renewer's next call gets a typed error, never a crash
+    (closing a connection another thread is using crashed the interpreter)."""
+    import threading
+    import time
+
+    from persistency.errors import StorageUnavailableError
+
+    for i in range(200):
+        p = SqliteStorageProvider(str(tmp_path / "close.db"))
+        lease = p.acquire_lease(f"s{i}", "me", 30)
+        assert lease is not None
+        seen: list[BaseException] = []
+        started = threading.Event()
+
+        def renew(p: SqliteStorageProvider = p, lease: Any = lease, seen: list[BaseException] = seen) -> None:
+            started.set()
+            try:
+                while True:
+                    p.renew_lease(lease, 30)
+            except BaseException as exc:  # what the renewer gets once closed
+                seen.append(exc)
+
+        worker = threading.Thread(target=renew)
+        worker.start()
+        started.wait()
+        time.sleep(0.0005 * (i % 7))  # close at varied points of the renewer's statements
+        p.close()
+        worker.join(10)
+        assert not worker.is_alive()
+        assert len(seen) == 1 and isinstance(seen[0], StorageUnavailableError), seen
+        assert "closed" in str(seen[0])

@@ -101,7 +101,9 @@ class Database:
         self.path = path
         self._opts = opts
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        #: every connection opened, each with the lock held while it is in use, so `close` never closes
+        #: a connection another thread (a lease renewer, a writer) is running a statement on
+        self._all: list[tuple[sqlite3.Connection, threading.RLock]] = []
         self._lock = threading.RLock()
         self._pid = os.getpid()
         self._closed = False
@@ -121,7 +123,7 @@ class Database:
             except sqlite3.DatabaseError as exc:
                 raise ProviderConfigError(f"cannot use {path!r} as a SQLite database: {exc}") from exc
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> tuple[sqlite3.Connection, threading.RLock]:
         try:
             conn = sqlite3.connect(self.path, timeout=self._opts.busy_timeout, isolation_level=None,
                                    check_same_thread=False)
@@ -137,9 +139,13 @@ class Database:
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise ProviderConfigError(f"cannot use {self.path!r} as a SQLite database: {exc}") from exc
+        entry = (conn, threading.RLock())
         with self._lock:
-            self._all.append(conn)
-        return conn
+            if self._closed:  # closed while this one was opening
+                conn.close()
+                raise StorageUnavailableError(f"sqlite {self.path}: the provider is closed")
+            self._all.append(entry)
+        return entry
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
@@ -153,12 +159,16 @@ class Database:
                 with self._lock:
                     if not self._all:
                         self._open()
-                    yield self._all[0]
+                    yield self._all[0][0]
                 return
-            conn = getattr(self._local, "conn", None)
-            if conn is None:
-                conn = self._local.conn = self._open()
-            yield conn
+            entry = getattr(self._local, "conn", None)
+            if entry is None:
+                entry = self._local.conn = self._open()
+            conn, in_use = entry
+            with in_use:
+                if self._closed:
+                    raise StorageUnavailableError(f"sqlite {self.path}: the provider is closed")
+                yield conn
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -193,8 +203,8 @@ class Database:
             conns, self._all = self._all, []
         if os.getpid() != self._pid:
             return
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):
+        for conn, in_use in conns:
+            with in_use, contextlib.suppress(sqlite3.Error):  # waits for a statement running on it
                 conn.close()
 
 
