@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from persistency import (
+    Ownership,
     Persistency,
     PersistencyError,
     PersistencyStorageProvider,
@@ -32,10 +33,11 @@ def go(
     policy: ResumePolicy | None = None,
     faults: Faults | None = None,
     is_async: bool = False,
+    ownership: Any = "auto",
     **kw: Any,
 ) -> tuple[Chat, Persistency]:
     chat = build_chat(faults=faults, **kw)
-    feature = Persistency(provider, "s", policy=policy).attach(chat.manager)
+    feature = Persistency(provider, "s", policy=policy, ownership=ownership).attach(chat.manager)
     if is_async:
         asyncio.run(chat.user.a_initiate_chat(chat.manager, message=message, silent=True))
     else:
@@ -72,7 +74,10 @@ def test_koog_bug_a_completed_run_is_never_rolled_back(
     assert done[-1] == "TERMINATE"
     faults = Faults()
     message = "hello" if same_message else "and now?"
-    second, _ = go(provider, message, faults=faults, terminate_at=10, max_round=20, is_async=is_async)
+    # the same opening message again at once would be taken as the same request redelivered (the
+    # dedupe test below); a window of 0 says this is a new question that happens to repeat the words
+    second, _ = go(provider, message, faults=faults, terminate_at=10, max_round=20, is_async=is_async,
+                   ownership=Ownership(dedupe_window=0))
     got = contents(second)
     assert got[:6] == done  # the whole transcript is the new run's history
     assert got[6] == message  # the new message is appended once; TERMINATE is not appended again
@@ -81,6 +86,21 @@ def test_koog_bug_a_completed_run_is_never_rolled_back(
     assert runs(provider) == ["run-000001", "run-000002"]
     first_of_run2 = provider.list_checkpoints("s", run_id="run-000002")[0]
     assert first_of_run2.step == 7 and first_of_run2.parent_id == "000001-0000006-end1"
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_the_same_opening_message_at_once_is_shown_the_finished_run(
+    provider: PersistencyStorageProvider, is_async: bool
+) -> None:
+    """Issue #12 item 4: a start whose opening message is the one the run just finished answered (another
+    Persistency, within dedupe_window) is the same request delivered twice: it is shown that run,
+    nothing is rolled back, no model is called and no run is added."""
+    first, _ = go(provider, terminate_at=6, max_round=20, is_async=is_async)
+    faults = Faults()
+    second, _ = go(provider, "hello", faults=faults, terminate_at=10, max_round=20, is_async=is_async)
+    assert contents(second) == contents(first) and contents(first)[-1] == "TERMINATE"
+    assert faults.calls == []
+    assert runs(provider) == ["run-000001"]
 
 
 def test_completed_run_gets_a_fresh_budget(provider: PersistencyStorageProvider) -> None:
