@@ -3,7 +3,9 @@ and AG2 message conversions while the histories are restored.
 
 - one read of the latest checkpoint per resume, nothing else read (no second load for the restore);
 - a resume whose latest run is closed stores nothing before its first model call but the run's own
-  first step (its opening message); continuing a dead run stores only the "cancelled" claim;
+  first step (its opening message); continuing a dead run stores nothing before it: the "cancelled"
+  run end closing the dead attempt goes with the first new step, in one call (without a lease, with
+  ``ownership=None``, it is the claim and is stored first);
 - restoring N messages converts each one with AG2's conversion at most twice whatever the number
   of agents (one shallow copy per other conversation), and gives the same histories as appending
   every entry through each agent, as AG2's loop does.
@@ -108,8 +110,48 @@ def test_one_read_per_resume_and_no_save_before_the_first_step(latest: str, is_a
     stored = before_first_reply[0]
     if latest == "closed":  # the new run's own first step (its opening message), nothing before it
         assert [(c.kind, c.messages[-1]["content"]) for c in stored] == [("step", "next request")]
-    else:  # the claim that closes the dead attempt; the re-appended last message is not stored again
-        assert [(c.kind, c.end_reason) for c in stored] == [("run_end", "cancelled")]
+    else:  # the lease is the claim: nothing before the first reply (the re-appended message is not stored)
+        assert stored == []
+        # the "cancelled" run end closing the dead attempt goes with the first new step: one call
+        first = calls["save_checkpoints"][0][0]
+        assert [(c.kind, c.end_reason) for c in first[:2]] == [("run_end", "cancelled"), ("step", None)]
+        assert first[1].parent_id == first[0].checkpoint_id
+        singles = [args[0] for args in calls.get("save_checkpoint", [])]
+        assert not any(c.kind == "run_end" and c.end_reason == "cancelled" for c in singles)
+    kinds = [(i.kind, i.end_reason) for i in provider_from_url(url).list_checkpoints("s")]
+    if latest == "dead":
+        assert kinds.count(("run_end", "cancelled")) == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_without_ownership_the_cancelled_claim_is_stored_before_the_first_reply(is_async: bool) -> None:
+    """With ``ownership=None`` no lease guards the start: the create-only "cancelled" run end is the
+    claim, so it is stored before any model call (a second worker starting the same way fails first)."""
+    url = f"memory://cost-{uuid.uuid4().hex}"
+    first = build_chat(max_round=9, faults=Faults(raise_at=6))
+    Persistency(provider_from_url(url), "s", ownership=None).attach(first.manager)
+    with pytest.raises(Crash):
+        start(first, is_async=is_async, message="hello")
+    provider = provider_from_url(url)
+    steps = [i for i in provider.list_checkpoints("s") if i.kind == "step"]
+    copy = provider_from_url(url2 := f"memory://cost-{uuid.uuid4().hex}")
+    for info in steps:
+        copy.save_checkpoint(provider.get_checkpoint("s", info.checkpoint_id))
+    provider = provider_from_url(url2)
+    calls = counting(provider)
+    before_first_reply: list[list[Any]] = []
+    chat = build_chat(max_round=9)
+    for agent in [chat.user, *chat.agents]:
+
+        def spy(recipient: ConversableAgent, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
+            if not before_first_reply:
+                before_first_reply.append(saved(calls))
+            return False, None
+
+        agent.register_reply([Agent, None], spy, position=0)
+    Persistency(provider, "s", ownership=None).attach(chat.manager)
+    start(chat, is_async=is_async, message="hello")
+    assert [(c.kind, c.end_reason) for c in before_first_reply[0]] == [("run_end", "cancelled")]
 
 
 class _OwnAppend(ConversableAgent):

@@ -7,11 +7,14 @@ shallow copy of the group chat. The *after-step* one (the copy's ``append``) sto
 after every message, before the next speaker runs. A run ends with a "run_end" checkpoint saying
 why (termination message, max rounds, error, cancelled, superseded).
 
-Concurrency: checkpoint ids are deterministic per (run, step) and every save is create-only, so two
-workers continuing the same run race for the same ids and exactly one wins; the other stops with
-`CheckpointConflictError` and writes nothing more. A new run's first checkpoint (its opening
+Concurrency: by default a run is started under the session's lease (`Ownership`), so a second
+worker waits or stops before it reads anything and never calls a model. Underneath, checkpoint ids
+are deterministic per (run, step) and every save is create-only, so two workers continuing the same
+run race for the same ids and exactly one wins; the other stops with `CheckpointConflictError` and
+writes nothing more. Without a lease (``ownership=None``) a new run's first checkpoint (its opening
 message), and the "cancelled" run end that closes a dead attempt before it is continued, are both
-written before any agent is asked for a reply, so in those cases the loser never calls a model.
+written before any agent is asked for a reply, so the loser never calls a model; with the lease
+held, that run end is stored in one batch with the run's first new checkpoint instead.
 """
 
 from __future__ import annotations

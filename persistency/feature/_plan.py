@@ -47,9 +47,10 @@ class RunPlan:
     source: Checkpoint | None = None
     closing: Checkpoint | None = None
     """A run_end to store before the run starts: it closes the latest run as "superseded", or, when
-    a run whose process died is continued, records that attempt as "cancelled". Being create-only,
-    it is also this worker's claim: a second worker starting the same way at the same time fails
-    with `CheckpointConflictError` before any model call."""
+    a run whose process died is continued, records that attempt as "cancelled". Without a lease
+    (``ownership=None``) it is stored first and, being create-only, is this worker's claim: a second
+    worker starting the same way at the same time fails with `CheckpointConflictError` before any
+    model call. With the lease held it is stored in one batch with the run's first checkpoint."""
     end_seqs: dict[int, int] = field(default_factory=dict)
     """Run-end sequence numbers this run already used, by id step."""
     rounds_used: int = 0

@@ -201,7 +201,10 @@ def _owned_start(
         own_latest=feature._last_checkpoint_id,
         nested=OUTER_RUNS.get() > 0,
     )
-    if plan.closing is not None:
+    # With the lease held, the closing run_end is no claim any more: it goes with the first step's save
+    fold = plan.closing is not None and claim is not None and \
+        RunWriter(feature.provider, None, feature.on_error).can_batch()
+    if plan.closing is not None and not fold:
         writer = RunWriter(feature.provider, plan.closing.parent_id, "raise", feature.on_checkpoint)
         yield io(writer, "save", plan.closing)
     resuming = span("resume", session=feature.session_id, checkpoint=plan.parent_id or "", step=len(plan.history) + 1)
@@ -209,6 +212,9 @@ def _owned_start(
         run, loop_messages, loop_sender = start_run(
             feature, recipient, registered, messages, sender, plan, is_async=is_async
         )
+    if fold:
+        assert plan.closing is not None
+        run.writer.defer(plan.closing)
     if claim is not None:  # p12: each save checks the lease and the generation; the run keeps its request id
         run.writer.guard = claim
         if claim.request_id is not None:

@@ -54,6 +54,22 @@ class RunWriter:
         self.lost: list[LostCheckpoint] = []
         self.saved = 0
         self.guard: Any = None  # p12: the run's lease `Claim` (feature/_ownership.py), checked before each save
+        self.deferred: list[Checkpoint] = []
+        """Checkpoints stored in one batch with the next one (`defer`)."""
+
+    def can_batch(self) -> bool:
+        """True when a batch is one provider call whose failure stops the chat (``on_error="raise"``)."""
+        return self.on_error == "raise" and hasattr(self.provider, "save_checkpoints") and \
+            hasattr(self.provider, "asave_checkpoints")
+
+    def defer(self, cp: Checkpoint) -> None:
+        """Store ``cp`` (a run_end closing the dead attempt this run continues) with the run's first
+        checkpoint, in one batch: one write and one sync instead of two. Only for a run whose lease is
+        held (another worker cannot start it meanwhile) and a writer that `can_batch`; if this run stores
+        nothing, the session is left as it was, and the next start closes the attempt the same way."""
+        assert self.can_batch() and not self.deferred
+        self.deferred = [cp]
+        self.last_stored = cp.parent_id
 
     def _link(self, cp: Checkpoint) -> None:
         cp.parent_id = self.last_stored
@@ -72,6 +88,9 @@ class RunWriter:
         log.warning("checkpoint %s of session %s was not stored: %s", cp.checkpoint_id, cp.session_id, exc)
 
     def _save_plan(self, cp: Checkpoint) -> Plan[None]:
+        if self.deferred:
+            yield from self._save_many_plan([cp])
+            return
         self._link(cp)
         what = f"saved checkpoint {cp.checkpoint_id} of session {cp.session_id} ({len(cp.messages)} messages)"
         try:
@@ -91,8 +110,9 @@ class RunWriter:
     def _save_many_plan(self, batch: list[Checkpoint]) -> Plan[None]:
         """Store ``batch`` in order with one provider call (one write and one sync on the filesystem)
         where the provider has ``save_checkpoints`` and a failure stops the chat anyway; else one by one."""
-        batched = hasattr(self.provider, "save_checkpoints") and hasattr(self.provider, "asave_checkpoints")
-        if len(batch) == 1 or self.on_error != "raise" or not batched:
+        deferred, self.deferred = self.deferred, []
+        batch = deferred + batch
+        if len(batch) == 1 or not self.can_batch():
             for cp in batch:
                 yield from self._save_plan(cp)
             return
@@ -107,7 +127,7 @@ class RunWriter:
             with span("save", session=last.session_id, checkpoint=last.checkpoint_id, step=last.step, kind=last.kind):
                 yield io(self.provider, "save_checkpoints", batch)
         except PersistencyError as exc:
-            self.last_stored = before
+            self.last_stored, self.deferred = before, deferred  # a retried run_end stores them again
             self._failed(batch[0], exc)  # on_error="raise": raises
             return
         self.saved += len(batch)
