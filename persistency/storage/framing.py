@@ -103,17 +103,27 @@ def split_many(items: list[tuple[str, bytes]], where: Callable[[str], str]) -> t
     for cid, data in items:
         nl = data.find(b"\n")
         end = len(data) - 1 if data.endswith(b"\n") else len(data)
-        info = data[_I2:nl - 1]
-        payload = data[nl + 1 + _P2:end - 1]
-        if (nl < _I2 or not data.startswith(_L1) or data[_I1:_I2] != _L1_MID or data[nl - 1:nl] != _L1_END
-                or data[nl + 1:nl + 1 + _P0] != _L2 or data[nl + 1 + _P1:nl + 1 + _P2] != _L2_MID
-                or data[end - 1:end] != _L2_END or end <= nl + 1 + _P2 or data.find(b"\n", nl + 1, end) >= 0
-                or b2(b"info\x00" + info, digest_size=8).hexdigest().encode() != data[_I0:_I1]
-                or b2(b"record\x00" + info + b"\x00" + payload, digest_size=8).hexdigest().encode()
-                != data[nl + 1 + _P0:nl + 1 + _P1]):
-            info, payload = split(data, where(cid))
-        infos.append(info)
-        payloads.append(payload)
+        view = memoryview(data)  # the checksums hash slices of the record in place, without copies
+        info, payload = view[_I2:nl - 1], view[nl + 1 + _P2:end - 1]
+        ok = not (nl < _I2 or not data.startswith(_L1) or data[_I1:_I2] != _L1_MID or data[nl - 1:nl] != _L1_END
+                  or data[nl + 1:nl + 1 + _P0] != _L2 or data[nl + 1 + _P1:nl + 1 + _P2] != _L2_MID
+                  or data[end - 1:end] != _L2_END or end <= nl + 1 + _P2 or data.find(b"\n", nl + 1, end) >= 0)
+        if ok:
+            isum = b2(b"info\x00", digest_size=8)
+            isum.update(info)
+            psum = b2(b"record\x00", digest_size=8)
+            psum.update(info)
+            psum.update(b"\x00")
+            psum.update(payload)
+            ok = isum.hexdigest().encode() == data[_I0:_I1] and \
+                psum.hexdigest().encode() == data[nl + 1 + _P0:nl + 1 + _P1]
+        if ok:
+            infos.append(info.tobytes())
+            payloads.append(payload.tobytes())
+        else:
+            good_info, good_payload = split(data, where(cid))
+            infos.append(good_info)
+            payloads.append(good_payload)
     return infos, payloads
 
 
