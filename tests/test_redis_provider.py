@@ -26,6 +26,7 @@ import redis.cluster
 import redis.connection
 from persistency.providers.redis import RedisStorageProvider
 from persistency.providers.redis.calls import drive
+from persistency.providers.redis.plans import Generations
 from redis.crc import key_slot
 
 from persistency import provider_from_url
@@ -36,6 +37,7 @@ from persistency.errors import (
     EncryptionError,
     PersistencyError,
     ProviderConfigError,
+    SessionDeletedError,
     StorageUnavailableError,
 )
 from persistency.ids import checkpoint_id_for
@@ -456,15 +458,32 @@ def test_a_retried_save_is_not_taken_for_a_conflict(
         provider.save_checkpoint(cp)  # a different attempt: conflict
 
 
-def test_a_parent_recreated_by_another_process_is_reread(provider: RedisStorageProvider, url: str) -> None:
+def _recreated_under(provider: RedisStorageProvider, url: str) -> Checkpoint:
+    """The provider saved 3 steps; another process deletes the session and saves step 3 again (same id)."""
     first = make_chain(provider, "again", 3)  # the provider caches the lineage of step 3
     with provider_from_url(url) as other:
         other.delete_session("again")
         msgs = [{"content": f"other {i}", "role": "user", "name": "carol"} for i in range(3)]
         other.save_checkpoint(make_checkpoint("again", 3, messages=msgs, agent_states={"z": {"k": 1}}))
-    child = make_checkpoint("again", 4, parent_id=first[-1].checkpoint_id,
-                            messages=[*msgs, {"content": "child", "role": "user", "name": "alice"}],
-                            agent_states={"z": {"k": 1}})
+    return make_checkpoint("again", 4, parent_id=first[-1].checkpoint_id,
+                           messages=[*msgs, {"content": "child", "role": "user", "name": "alice"}],
+                           agent_states={"z": {"k": 1}})
+
+
+def test_a_parent_recreated_by_another_process_is_refused_by_the_generation(
+        provider: RedisStorageProvider, url: str) -> None:
+    child = _recreated_under(provider, url)
+    with pytest.raises(SessionDeletedError, match="generation 0 -> 1"):  # as on SQLite: never a splice
+        provider.save_checkpoint(child)
+    assert provider.list_checkpoint_ids("again") == [checkpoint_id_for(1, 3)]
+
+
+def test_a_parent_recreated_under_an_instance_that_forgot_the_generation_is_reread(
+        provider: RedisStorageProvider, url: str) -> None:
+    """The fallback when the generation is not known (one of more than 100,000 sessions): the parent's
+    signature shows the parent changed, the save is encoded again against what is stored."""
+    child = _recreated_under(provider, url)
+    provider._layout.gens = Generations()  # forgotten
     provider.save_checkpoint(child)
     got = provider.get_checkpoint("again", child.checkpoint_id)
     assert got.model_dump(mode="json") == child.model_dump(mode="json")

@@ -6,10 +6,12 @@ session's other keys, so every command below touches one cluster slot)::
     P:{S}:lease   string "TOKEN GENERATION OWNER", expiring by itself after the lease's duration (PX)
     P:{S}:gen     integer: the session's generation, advanced by each delete (no TTL: it outlives the session)
 
-- acquire: one ``SET key value NX PX ttl``: Redis creates the key only if none is live (an expired
-  one is gone), so of racers exactly one gets ``OK``; on a cluster the key lives on the session's
-  slot's primary. A lease written just before a failover can be lost with the primary (asynchronous
-  replication), like any write; ``min_replicas`` does not cover leases.
+- acquire: one script that reads the generation and does ``SET key value NX PX ttl``: Redis
+  creates the key only if none is live (an expired one is gone), so of racers exactly one gets
+  ``OK``, and the lease names the generation it was taken in (no delete can land in between); on a
+  cluster both keys live on the session's slot's primary. A lease written just before a failover
+  can be lost with the primary (asynchronous replication), like any write; ``min_replicas`` does
+  not cover leases.
 - renew / release: a Lua script compares the stored value with the holder's and only then sets a
   new ``PEXPIRE`` / deletes, so a worker whose lease expired and was taken never touches the new one.
 
@@ -29,6 +31,12 @@ from .._leases import check_lease, check_lease_args, check_ttl, new_token
 
 __all__ = ["RedisLeases"]
 
+_ACQUIRE = """
+-- KEYS: lease, generation; ARGV: token, owner, ttl ms. Returns the generation, or false if a lease is live.
+local gen = redis.call('GET', KEYS[2]) or '0'
+if redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. gen .. ' ' .. ARGV[2], 'NX', 'PX', ARGV[3]) then return gen end
+return false
+"""
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -77,16 +85,20 @@ class RedisLeases:
         except ValueError as exc:
             raise CorruptCheckpointError(f"Redis key {self.generation_key(session_id)!r} is not a number") from exc
 
-    def advance_generation(self, session_id: str) -> int:
-        """Advance the session's generation (called by the provider's delete, after the keys are gone)."""
-        return int(self._client.incr(self.generation_key(session_id)))
-
     def acquire(self, session_id: str, owner: str, ttl: float) -> Lease | None:
-        """``SET NX PX``: the lease if no live one exists, else None."""
+        """``SET NX PX`` and the generation in one script: the lease if no live one exists, else None.
+
+        (The delete script advances the generation; the provider's delete is in `plans`.)"""
         sid, owner, ttl = check_lease_args(session_id, owner, ttl)
-        lease = Lease(sid, owner, time.time() + ttl, self.session_generation(sid), new_token())
-        taken = self._client.set(self.lease_key(sid), self._value(lease), nx=True, px=max(1, int(ttl * 1000)))
-        return lease if taken else None
+        token, expires = new_token(), time.time() + ttl
+        gen = self._client.eval(_ACQUIRE, 2, self.lease_key(sid), self.generation_key(sid), token, owner,
+                                max(1, int(ttl * 1000)))
+        if gen is None:
+            return None
+        try:
+            return Lease(sid, owner, expires, int(gen), token)
+        except ValueError as exc:
+            raise CorruptCheckpointError(f"Redis key {self.generation_key(sid)!r} is not a number") from exc
 
     def current(self, session_id: str) -> Lease | None:
         """The live lease as stored (None if none): who holds it and about when it lapses."""

@@ -1,9 +1,11 @@
 """The Redis side of each storage primitive as an I/O-free plan (run by `client.RedisConnection`).
 
-- write: one round trip. Create-only check, parent check (its signature, when this process
-  knows it, so a session deleted and re-created elsewhere is noticed), record, index, TTL,
-  atomically in one script; with ``min_replicas``, ``WAIT`` in the same pipeline.
-- chain: one round trip. The script walks the base pointers server-side and returns the chain.
+- write: one round trip. Generation check (see `Generations`), create-only check, parent check
+  (its signature, when this process knows it, so a session deleted and re-created elsewhere is
+  noticed), record, index, TTL, atomically in one script; with ``min_replicas``, ``WAIT`` in the
+  same pipeline.
+- chain: one round trip. The script walks the base pointers server-side and returns the chain,
+  with the session's generation it belongs to.
 - records, info lines, ids: one round trip each.
 - sessions and delete: the index protocol that never loses a session on a cluster (see `provider`).
 """
@@ -21,6 +23,7 @@ from persistency.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     PersistencyError,
+    SessionDeletedError,
     StorageUnavailableError,
 )
 from persistency.ids import validate_id
@@ -30,7 +33,65 @@ from persistency.storage.ops import StaleParent
 from .formats import pack_payload, rows, signature, text, unpack_reply
 from .scripts import CONNECT, Batch, Call, Keys, Plan, Script
 
-__all__ = ["Layout"]
+__all__ = ["Generations", "Layout"]
+
+_SESSIONS_REMEMBERED = 100_000  # sessions whose generation a provider keeps (about 100 bytes each)
+
+
+class Generations:
+    """The generation of each session this provider instance last worked in: the one a save expects.
+
+    A session's generation (the ``P:{S}:gen`` counter) is advanced by each delete, in the delete's
+    own script. This provider notes the generation it *observed* for a session, each time atomically
+    with what it observed:
+
+    - taking the session's lease (the acquire script reads it as it sets the lease): a worker owns
+      the run in that generation;
+    - loading a chain (the load script returns it with the records): what was read belongs to it;
+    - every save (the save script returns it): the first save of an instance that saw nothing yet
+      starts working in the current one;
+    - its own delete (the new one: the delete script advances it and returns it).
+
+    A save with a parent passes the expected generation to the save script, which compares it with
+    the stored one *before* writing anything: another instance's delete since then (or a delete and
+    a re-creation under the same ids) fails the save with `SessionDeletedError` and stores nothing,
+    so no orphan and no splice, in the same round trip as the write. The expectation is not moved by
+    the refusal: every later child of that old generation is refused too, until this instance reads
+    the session again (a new turn of its worker) or takes its lease again. That is SQLite's rule too.
+
+    Not checked:
+
+    - a save without a parent (a session's first): it depends on nothing stored, so it cannot orphan
+      or splice; it starts the session in its current generation;
+    - a session this instance never observed (a fresh process that saves a child without reading it
+      first, or one of more than 100,000 sessions this instance forgot): the script's parent checks
+      (the parent exists; its signature, when known) are what guard it, as before.
+
+    One instance shared by several chats of one process shares the expectation per session: a read by
+    another chat of the same session moves it (the owned run holds the lease, so that other chat is
+    only a reader); a child of the deleted generation then still fails, on its missing parent.
+    """
+
+    def __init__(self, size: int = _SESSIONS_REMEMBERED) -> None:
+        self._seen = LRUCache(size)
+
+    def expected(self, session_id: str) -> int | None:
+        """The generation this instance last worked in for the session (None: never observed)."""
+        got = self._seen.get((session_id,))
+        return None if got is None else int(got)
+
+    def observe(self, session_id: str, generation: int) -> bool:
+        """Note the generation just observed; True if it differs from the one before (a delete happened)."""
+        before = self.expected(session_id)
+        self._seen.put((session_id,), generation)
+        return before is not None and before != generation
+
+
+def _generation(value: Any, where: str) -> int:
+    try:
+        return int(text(value))
+    except (TypeError, ValueError) as exc:
+        raise CorruptCheckpointError(f"{where}: the session's generation counter is not a number") from exc
 
 
 @dataclass
@@ -47,6 +108,10 @@ class Layout:
     cluster: Callable[[], bool | None]
     #: parent signatures this process knows: (session, id) -> sha1 of the stored values
     sigs: LRUCache
+    #: the generation this instance last worked in, per session (what a save with a parent expects)
+    gens: Generations
+    #: called with a session id when a newer generation is observed (drop what was cached of the old)
+    forget: Callable[[str], None]
 
     @property
     def index_key(self) -> str:
@@ -56,7 +121,7 @@ class Layout:
     def keys(self, session_id: str) -> Keys:
         """The session's keys: ``PREFIX:{SESSION}:...``, one hash tag, one slot."""
         base = f"{self.key_prefix}:{{{session_id}}}"
-        return Keys(f"{base}:ids", f"{base}:info", f"{base}:payload")
+        return Keys(f"{base}:ids", f"{base}:info", f"{base}:payload", f"{base}:gen")
 
     def where(self, session_id: str, checkpoint_id: str | None = None) -> str:
         """Where a record lives, for messages (URL without password, keys, field)."""
@@ -65,8 +130,14 @@ class Layout:
         return f"{self.url} keys {keys.info!r}/{keys.payload!r}{field}"
 
     def session_keys(self, keys: Keys) -> tuple[str, ...]:
-        """The keys a session script names: the index too on a single node, where it is atomic."""
-        return keys.all if self.cluster() else (*keys.all, self.index_key)
+        """The keys a save or delete names: the generation, and the index too on a single node (atomic there)."""
+        return keys.with_gen if self.cluster() else (*keys.with_gen, self.index_key)
+
+    def observe(self, sid: str, generation: int) -> None:
+        """Note an observed generation; a newer one drops this process's signatures and lineages of the session."""
+        if self.gens.observe(sid, generation):
+            self.sigs.drop_session(sid)
+            self.forget(sid)
 
     def _rows(self, sid: str, reply: Any, signed: int | None = None) -> dict[str, bytes]:
         got, sigs = rows(reply, lambda cid: self.where(sid, cid), signed)
@@ -83,13 +154,24 @@ class Layout:
         nonce = secrets.token_hex(8)
         payload = pack_payload(nonce, record.base_id, record.payload_line, self.compress)
         sig = (self.sigs.get((sid, pid)) or "") if pid is not None else ""
+        expected = self.gens.expected(sid) if pid is not None else None
         what = f"saving checkpoint {cid!r} of session {sid!r}"
         if self.cluster() and pid is None:
             # The index entry goes first, so a crash after the record cannot leave it unlisted.
             yield Call(("ZADD", self.index_key, 0, sid), f"indexing session {sid!r}")
         reply = yield Script("save", self.session_keys(keys),
-                             (cid, record.info_line, payload, nonce, pid or "", sig, self.ttl_ms, sid), what, self.wait)
-        status, acked = (text(reply[0]), int(reply[1])) if self.wait else (text(reply), 0)
+                             (cid, record.info_line, payload, nonce, pid or "", sig, self.ttl_ms, sid,
+                              "" if expected is None else str(expected)), what, self.wait)
+        (status, gen_value), acked = (reply[0], int(reply[1])) if self.wait else (reply, 0)
+        status, gen = text(status), _generation(gen_value, self.where(sid))
+        if status == "deleted":
+            self.sigs.drop_session(sid)
+            self.forget(sid)  # the expectation stays: every child of the old generation is refused
+            raise SessionDeletedError(
+                f"session {sid!r} was deleted while this provider worked in it (generation {expected} -> {gen}, "
+                f"{self.where(sid)}); checkpoint {cid!r} was not saved, the chat must stop (reload the session "
+                "to work in its new generation)")
+        self.observe(sid, gen)  # what the script saw: the generation this save worked in
         if status == "conflict":
             raise CheckpointConflictError(f"checkpoint {cid!r} already exists in session {sid!r}")
         if status == "noparent":
@@ -115,7 +197,8 @@ class Layout:
         """A record (or the latest) and its whole base chain, head first, in one script."""
         keys = self.keys(sid)
         what = f"loading {'the latest checkpoint' if cid is None else repr(cid)} of session {sid!r}"
-        reply = yield Script("load", keys.all, (cid or "",), what)
+        gen_value, *reply = yield Script("load", keys.with_gen, (cid or "",), what)
+        self.observe(sid, _generation(gen_value, self.where(sid)))  # before the head's signature is noted
         if reply and text(reply[0]) == "damaged":
             missing = text(reply[1])
             raise CorruptCheckpointError(
@@ -175,9 +258,9 @@ class Layout:
         keys = self.keys(sid)
         what = f"deleting session {sid!r}"
         yield CONNECT
-        yield Script("delete", self.session_keys(keys), (sid,), what)
-        yield Call(("INCR", f"{self.key_prefix}:{{{sid}}}:gen"), what)  # p12: the generation (redis/_lease.py)
+        gen = yield Script("delete", self.session_keys(keys), (sid,), what)  # the keys and the generation
         self.sigs.drop_session(sid)
+        self.observe(sid, _generation(gen, self.where(sid)))
         if self.cluster():
             yield Call(("ZREM", self.index_key, sid), what)
             if (yield Call(("EXISTS", keys.ids), what)):  # re-created meanwhile: keep it listed

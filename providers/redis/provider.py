@@ -6,6 +6,8 @@ Works with Redis, Valkey, ElastiCache, Memorystore and Redis Cluster. Key layout
     P:{S}:ids       sorted set, all scores 0: the session's checkpoint ids in byte (= creation) order
     P:{S}:info      hash  id -> the record's info line (all that listing reads)
     P:{S}:payload   hash  id -> a small header + the record's payload line (see `formats`)
+    P:{S}:gen       integer: the session's generation, advanced by each delete (see `plans.Generations`)
+    P:{S}:lease     the session's lease (see `_lease`)
     P:sessions      sorted set, all scores 0: the session index, for list_sessions
 
 The base (`persistency.storage.StorageBackend`) encodes and decodes records once; this provider
@@ -35,7 +37,7 @@ from persistency.storage import Lease, LRUCache, NewRecord, StorageBackend
 from ._lease import RedisLeases
 from .client import RedisConnection
 from .options import parse_config
-from .plans import Layout
+from .plans import Generations, Layout
 from .scripts import Call
 
 __all__ = ["RedisStorageProvider"]
@@ -72,6 +74,9 @@ class RedisStorageProvider(StorageBackend):
 
     backend_name = "redis"
     schemes = ("redis", "rediss", "unix")
+    #: the save script checks the session's generation itself (see `plans.Generations`), so an owned
+    #: step is one round trip: the feature reads no generation before each save
+    checks_generation_on_write = True
 
     def __init__(self, url: str, *, encryption_key: str | bytes | None = None, **options: Any) -> None:
         config = parse_config(url, options)
@@ -87,7 +92,13 @@ class RedisStorageProvider(StorageBackend):
             compress=settings["compression"] == "zlib",
             wait=(replicas, int(settings["replica_timeout"] * 1000)) if replicas else None,
             cluster=lambda: self._conn.cluster, sigs=LRUCache(max(1, settings["cache_size"])),
+            gens=Generations(), forget=self._forget,
         )
+
+    def _forget(self, session_id: str) -> None:
+        """Drop the parent lineages cached for a session whose generation moved on (it was deleted)."""
+        for cache in (self._lineages, self._stripped):
+            cache.drop_session(session_id)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStorageProvider:
@@ -132,7 +143,7 @@ class RedisStorageProvider(StorageBackend):
         return self._conn.run(self._layout.sessions_plan())
 
     def delete_records(self, session_id: str) -> None:
-        """Remove the session's keys and its index entry."""
+        """Remove the session's keys and its index entry, advancing its generation in the same script."""
         self._conn.run(self._layout.delete_plan(session_id))
 
     # -- primitives (async, on redis.asyncio) ----------------------------------------------------------------
@@ -178,9 +189,13 @@ class RedisStorageProvider(StorageBackend):
             return int(leases.session_generation(sid))
 
     def acquire_lease(self, session_id: str, owner: str, ttl: float) -> Lease | None:
-        """Take the session's lease (``SET NX PX``) unless a live one exists (then None)."""
+        """Take the session's lease (``SET NX PX``) unless a live one exists (then None); the run's saves
+        then expect the generation the lease was taken in (see `plans.Generations`)."""
         with self._leases(f"taking the lease of session {session_id!r}") as leases:
-            return leases.acquire(session_id, owner, ttl)
+            lease = leases.acquire(session_id, owner, ttl)
+        if lease is not None:
+            self._layout.observe(lease.session_id, lease.generation)
+        return lease
 
     def current_lease(self, session_id: str) -> Lease | None:
         """The session's live lease as stored, or None."""

@@ -16,51 +16,56 @@ __all__ = ["CONNECT", "SCRIPTS", "Batch", "Call", "Keys", "Op", "Plan", "Script"
 T = TypeVar("T")
 
 _SAVE = """
--- KEYS: ids, info, payload [, session index]
--- ARGV: id, info line, payload value, nonce, parent id, parent signature, ttl ms, session id
+-- KEYS: ids, info, payload, generation [, session index]
+-- ARGV: id, info line, payload value, nonce, parent id, parent signature, ttl ms, session id,
+--       the generation the writer expects ('' for none)
+-- Returns {status, the session's generation}. Nothing is written unless the status is ok or created.
 local cid = ARGV[1]
+local gen = redis.call('GET', KEYS[4]) or '0'
+if ARGV[9] ~= '' and gen ~= ARGV[9] then return {'deleted', gen} end
 local old = redis.call('HGET', KEYS[3], cid)
 if old then
-  if string.match(old, '^(%S+) ') == ARGV[4] then return 'replay' end
-  return 'conflict'
+  if string.match(old, '^(%S+) ') == ARGV[4] then return {'replay', gen} end
+  return {'conflict', gen}
 end
-if redis.call('HEXISTS', KEYS[2], cid) == 1 then return 'conflict' end
+if redis.call('HEXISTS', KEYS[2], cid) == 1 then return {'conflict', gen} end
 if ARGV[5] ~= '' then
   local pinfo = redis.call('HGET', KEYS[2], ARGV[5])
   local ppay = redis.call('HGET', KEYS[3], ARGV[5])
-  if not pinfo or not ppay then return 'noparent' end
-  if ARGV[6] ~= '' and redis.sha1hex(pinfo .. '\\n' .. ppay) ~= ARGV[6] then return 'stale' end
+  if not pinfo or not ppay then return {'noparent', gen} end
+  if ARGV[6] ~= '' and redis.sha1hex(pinfo .. '\\n' .. ppay) ~= ARGV[6] then return {'stale', gen} end
 end
 local created = redis.call('EXISTS', KEYS[1]) == 0
 redis.call('HSET', KEYS[2], cid, ARGV[2])
 redis.call('HSET', KEYS[3], cid, ARGV[3])
 redis.call('ZADD', KEYS[1], 0, cid)
-if #KEYS >= 4 then redis.call('ZADD', KEYS[4], 0, ARGV[8]) end
+if #KEYS >= 5 then redis.call('ZADD', KEYS[5], 0, ARGV[8]) end
 local ttl = tonumber(ARGV[7])
 if ttl > 0 then
   for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
-if created then return 'created' end
-return 'ok'
+if created then return {'created', gen} end
+return {'ok', gen}
 """
 
 _LOAD = """
--- KEYS: ids, info, payload; ARGV[1]: checkpoint id, or '' for the latest (greatest id)
--- Returns the ids, info lines and payload values of the record and its bases, newest first, packed
--- (see the end); each payload value starts with "NONCE BASE ", so the walk reads the base pointer
--- without JSON.
+-- KEYS: ids, info, payload, generation; ARGV[1]: checkpoint id, or '' for the latest (greatest id)
+-- Returns the session's generation (what was read belongs to it), then the ids, info lines and
+-- payload values of the record and its bases, newest first, packed (see the end); each payload
+-- value starts with "NONCE BASE ", so the walk reads the base pointer without JSON.
+local gen = redis.call('GET', KEYS[4]) or '0'
 local cid = ARGV[1]
 if cid == '' then
   local last = redis.call('ZRANGE', KEYS[1], -1, -1)
   if #last == 0 then
-    if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return {'damaged', 'no index'} end
-    return {}
+    if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return {gen, 'damaged', 'no index'} end
+    return {gen}
   end
   cid = last[1]
 end
 if redis.call('HEXISTS', KEYS[2], cid) == 0 and redis.call('HEXISTS', KEYS[3], cid) == 0 then
-  if redis.call('ZSCORE', KEYS[1], cid) then return {'damaged', cid} end
-  return {}
+  if redis.call('ZSCORE', KEYS[1], cid) then return {gen, 'damaged', cid} end
+  return {gen}
 end
 local ids, infos, payloads, seen = {}, {}, {}, {}
 local cur = cid
@@ -78,8 +83,8 @@ while cur and not seen[cur] do
     if base ~= '-' then cur = base end
   end
 end
-if #ids == 0 then return {} end
--- Packed: three strings and the lengths, not 3 x N replies (the client parses 4 bulk strings, not 3,000).
+if #ids == 0 then return {gen} end
+-- Packed: three strings and the lengths, not 3 x N replies (the client parses 5 bulk strings, not 3,000).
 local lens, ilist, plist = {}, {}, {}
 for i = 1, #ids do
   local info, payload = infos[i], payloads[i]
@@ -87,7 +92,8 @@ for i = 1, #ids do
   if info then ilist[#ilist + 1] = info end
   if payload then plist[#plist + 1] = payload end
 end
-return {'packed', table.concat(ids, ' '), table.concat(lens, ' '), table.concat(ilist), table.concat(plist)}
+return {gen, 'packed', table.concat(ids, ' '), table.concat(lens, ' '), table.concat(ilist),
+  table.concat(plist)}
 """
 
 _FETCH = """
@@ -135,10 +141,12 @@ return ids
 """
 
 _DELETE = """
--- KEYS: ids, info, payload [, session index]; ARGV[1]: session id
+-- KEYS: ids, info, payload, generation [, session index]; ARGV[1]: session id
+-- The keys go and the generation advances at once: a save sees the old session or the new generation.
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
-if #KEYS >= 4 then redis.call('ZREM', KEYS[4], ARGV[1]) end
-return 1
+local gen = redis.call('INCR', KEYS[4])
+if #KEYS >= 5 then redis.call('ZREM', KEYS[5], ARGV[1]) end
+return gen
 """
 
 SCRIPTS: dict[str, tuple[str, str]] = {
@@ -191,7 +199,14 @@ class Keys:
     ids: str
     info: str
     payload: str
+    #: the session's generation, advanced by each delete (no TTL: it outlives the session)
+    gen: str
 
     @property
     def all(self) -> tuple[str, str, str]:
         return (self.ids, self.info, self.payload)
+
+    @property
+    def with_gen(self) -> tuple[str, str, str, str]:
+        """The record keys and the generation counter (what the save, load and delete scripts name)."""
+        return (*self.all, self.gen)
