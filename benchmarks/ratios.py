@@ -183,7 +183,7 @@ def resume_vs_ag2(workdir: Path, steps: int, repeats: int = 5) -> dict[str, Any]
 
     from benchmarks.chat import _build, _NullStream, run_chat
     from benchmarks.stream import make_text, speaker_of
-    from persistency import Persistency
+    from persistency import Ownership, Persistency
 
     seed = workdir / "ratio-resume-seed"
     run_chat(steps, FilesystemStorageProvider(seed), session_id="resume")
@@ -204,7 +204,10 @@ def resume_vs_ag2(workdir: Path, steps: int, repeats: int = 5) -> dict[str, Any]
 
             def persisted(store: Path = store) -> None:
                 agents, _, manager = _build(steps + 10)
-                Persistency(FilesystemStorageProvider(store), session_id="resume").attach(manager)
+                # the same opening message again at once would be taken for a redelivered request
+                # (ownership's dedupe shows the finished run): this is a new turn, as AG2's side is
+                owner = Ownership(dedupe_window=0)
+                Persistency(FilesystemStorageProvider(store), session_id="resume", ownership=owner).attach(manager)
                 agents[0].initiate_chat(manager, message=make_text(0, speaker_of(0)), silent=True)
 
             # resume() appends all messages but the last: the first new step comes after those
