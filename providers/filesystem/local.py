@@ -24,10 +24,15 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from persistency.errors import CheckpointConflictError, CorruptCheckpointError, InvalidIdentifierError
+from persistency.errors import (
+    CheckpointConflictError,
+    CorruptCheckpointError,
+    InvalidIdentifierError,
+    SessionDeletedError,
+)
 from persistency.ids import validate_id
 from persistency.storage import NewRecord
 
@@ -77,6 +82,11 @@ class SegmentStore:
         self._lock = threading.Lock()
         self._indexes: OrderedDict[str, SegmentIndex] = OrderedDict()
         self._appender = Appender(self.paths, self.where)
+        #: session -> (device, inode) of the segment this store last read or wrote: a delete by anyone
+        #: unlinks it, so a save whose parent was read from another one is refused (see `_append`)
+        self._seen: dict[str, tuple[int, int]] = {}
+        #: called with a session id when its segment turned out replaced (the provider drops its caches)
+        self.on_replaced: Callable[[str], None] = lambda sid: None
 
     def where(self, session_id: str) -> str:
         """The session's segment path, for messages."""
@@ -86,19 +96,25 @@ class SegmentStore:
     def _refresh(self, sid: str, fd: int, st: os.stat_result | None = None) -> tuple[SegmentIndex, int, bytes]:
         """The segment's index brought up to date; plus the bytes just read and their offset."""
         st = st or os.fstat(fd)
+        ident = (st.st_dev, st.st_ino)
         with self._lock:
+            replaced = self._seen.get(sid, ident) != ident
+            self._seen[sid] = ident
             idx = self._indexes.get(sid)
-            if idx is None or (idx.dev, idx.ino) != (st.st_dev, st.st_ino) or st.st_size < idx.end:
+            if idx is None or (idx.dev, idx.ino) != ident or st.st_size < idx.end:
                 idx = SegmentIndex(st.st_dev, st.st_ino)
-            self._indexes[sid] = idx
-            self._indexes.move_to_end(sid)
-            while len(self._indexes) > _INDEXES:
-                self._indexes.popitem(last=False)
+                self._indexes[sid] = idx
+                while len(self._indexes) > _INDEXES:
+                    self._indexes.popitem(last=False)
+            else:
+                self._indexes.move_to_end(sid)
             start = idx.end
             buf = read_fd(fd, start, st.st_size - start) if st.st_size > start else b""
             if buf:
                 scan(buf, start, idx)
-            return idx, start, buf
+        if replaced:  # deleted (and maybe written again) by another provider: what was cached is stale
+            self.on_replaced(sid)
+        return idx, start, buf
 
     def _slices(self, sid: str, fd: int, entries: list[tuple[str, Entry]], start: int,
                 buf: bytes) -> dict[str, bytes]:
@@ -149,30 +165,81 @@ class SegmentStore:
 
     def write(self, records: Sequence[NewRecord]) -> None:
         """Append ``records`` create-only, one session's in one write and one sync (all or nothing per
-        session); `CheckpointConflictError` if an id is stored or given twice."""
+        session); `CheckpointConflictError` if an id is stored or given twice, `SessionDeletedError` if
+        a record's parent is not in the segment this store last read or wrote (see `_append`)."""
+        if len(records) == 1:
+            self._append(records[0].session_id, records)
+            return
         by_session: dict[str, list[NewRecord]] = {}
         for record in records:
             by_session.setdefault(record.session_id, []).append(record)
         for sid, batch in by_session.items():
             self._append(sid, batch)
 
-    def _append(self, sid: str, batch: list[NewRecord]) -> None:
-        with self._appender.locked(sid) as (got, st, fresh):
+    def _deleted(self, sid: str, cid: str, why: str) -> SessionDeletedError:
+        self.on_replaced(sid)
+        return SessionDeletedError(
+            f"{self.where(sid)} checkpoint {cid!r}: {why} (the session was deleted under a live chat); "
+            "nothing was saved, the chat must stop")
+
+    def _append(self, sid: str, batch: Sequence[NewRecord]) -> None:
+        """Under the segment's lock: check that a delete did not happen since this store last looked,
+        bring the index up to date (usually nothing to read), then `_write_locked`."""
+        got, st, fresh = self._appender.acquire(sid)
+        try:
             if fresh:
                 self._sweep(sid, got.cps, got.names)
-            idx, _, _ = self._refresh(sid, got.seg, st)
+            ident = (st.st_dev, st.st_ino)
+            ids = {r.checkpoint_id for r in batch} if len(batch) > 1 else ()
+            outside = [(r.checkpoint_id, r.parent_id) for r in batch
+                       if r.parent_id is not None and r.parent_id not in ids]
+            if outside and self._seen.get(sid, ident) != ident:
+                # the segment the parent was read from was unlinked (a delete took its lock to do so)
+                raise self._deleted(sid, outside[0][0], "the segment its parent was read from is gone")
+            idx = self._indexes.get(sid)
+            if idx is None or (idx.dev, idx.ino) != ident or idx.end != st.st_size:
+                idx = self._refresh(sid, got.seg, st)[0]  # what other writers appended (or a torn tail)
+            for cid, pid in outside:
+                if pid not in idx.entries and not self._legacy_here(got.cps, got.names, pid):
+                    raise self._deleted(sid, cid, f"its parent {pid!r} is gone")
+            self._write_locked(sid, got.seg, got.cps, got.names, st, idx, batch)
+        finally:
+            self._appender.release(got)
+
+    @staticmethod
+    def _legacy_here(cps: int, names: list[str], cid: str) -> bool:
+        """True if ``cid`` is a 0.1 file of the folder (listed again if not in what was listed at opening)."""
+        if cid + LEGACY_SUFFIX in names:
+            return True
+        names[:] = os.listdir(cps)
+        return cid + LEGACY_SUFFIX in names
+
+    def _write_locked(self, sid: str, seg: int, cps: int, names: list[str], st: os.stat_result,
+                      idx: SegmentIndex, batch: Sequence[NewRecord]) -> None:
+        """Append the batch's entries with one ``write`` and one sync (the caller holds the lock)."""
+        entries = idx.entries
+        if len(batch) == 1:
+            cid = batch[0].checkpoint_id
+            if cid in entries or cid + LEGACY_SUFFIX in names:
+                raise CheckpointConflictError(
+                    f"checkpoint {cid!r} already exists in session {sid!r} ({self.where(sid)})")
+        else:
             seen: set[str] = set()
             for record in batch:
                 cid = record.checkpoint_id
-                if cid in idx.entries or cid in seen or cid + LEGACY_SUFFIX in got.names:
+                if cid in entries or cid in seen or cid + LEGACY_SUFFIX in names:
                     raise CheckpointConflictError(
                         f"checkpoint {cid!r} already exists in session {sid!r} ({self.where(sid)})"
                     )
                 seen.add(cid)
-            end = idx.end
-            if st.st_size > end:
-                os.ftruncate(got.seg, end)  # a dead writer's torn tail: we hold the lock
-            lead = b"\n" if idx.needs_newline else b""  # after a damaged tail, start on a line of our own
+        end = idx.end
+        if st.st_size > end:
+            os.ftruncate(seg, end)  # a dead writer's torn tail: we hold the lock
+        lead = b"\n" if idx.needs_newline else b""  # after a damaged tail, start on a line of our own
+        if len(batch) == 1 and not lead:  # the usual save: one entry, no copy more
+            data = entry_bytes(batch[0].data, batch[0].checkpoint_id)
+            placed = [(batch[0], end)]
+        else:
             parts, offset, placed = [lead], end + len(lead), []
             for record in batch:
                 entry = entry_bytes(record.data, record.checkpoint_id)
@@ -180,23 +247,27 @@ class SegmentStore:
                 parts.append(entry)
                 offset += len(entry)
             data = b"".join(parts)
-            try:
-                view = memoryview(data)
+        try:
+            written = os.write(seg, data)
+            if written < len(data):  # pragma: no cover - a regular file takes the whole write
+                view = memoryview(data)[written:]
                 while view:
-                    view = view[os.write(got.seg, view):]
-                if self.fsync:
-                    os.fdatasync(got.seg)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(got.seg, end)
-                raise
-            if self.fsync and end == 0:
-                os.fsync(got.cps)  # the new segment's name
-            with self._lock:  # a reader of this process may have scanned the new entries already: same values
-                for record, start in placed:
-                    idx.entries[record.checkpoint_id] = Entry(start, start + len(record.data), record.base_id)
-                idx.end = end + len(data)
-                idx.needs_newline = False
+                    view = view[os.write(seg, view):]
+            if self.fsync:
+                os.fdatasync(seg)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(seg, end)
+            raise
+        if self.fsync and end == 0:
+            os.fsync(cps)  # the new segment's name
+        with self._lock:  # a reader of this process may have scanned the new entries already: same values
+            for record, start in placed:
+                entries[record.checkpoint_id] = Entry(start, start + len(record.data), record.base_id)
+            idx.end = end + len(data)
+            idx.needs_newline = False
+            self._seen[sid] = (st.st_dev, st.st_ino)
+            self._indexes.move_to_end(sid)
 
     def close(self) -> None:
         """Close the descriptors kept open for writing."""
@@ -359,6 +430,7 @@ class SegmentStore:
                     os.fsync(sess)
         with self._lock:
             self._indexes.pop(sid, None)
+            self._seen.pop(sid, None)
 
 
 def _remove(parent: int, name: str) -> None:
