@@ -179,8 +179,8 @@ class SegmentStore:
     def _deleted(self, sid: str, cid: str, why: str) -> SessionDeletedError:
         self.on_replaced(sid)
         return SessionDeletedError(
-            f"{self.where(sid)} checkpoint {cid!r}: {why} (the session was deleted under a live chat); "
-            "nothing was saved, the chat must stop")
+            f"session {sid!r} checkpoint {cid!r} ({self.where(sid)}): {why}: the session was deleted while "
+            "this chat ran; nothing was saved, the chat must stop")
 
     def _append(self, sid: str, batch: Sequence[NewRecord]) -> None:
         """Under the segment's lock: check that a delete did not happen since this store last looked,
@@ -190,9 +190,13 @@ class SegmentStore:
             if fresh:
                 self._sweep(sid, got.cps, got.names)
             ident = (st.st_dev, st.st_ino)
-            ids = {r.checkpoint_id for r in batch} if len(batch) > 1 else ()
-            outside = [(r.checkpoint_id, r.parent_id) for r in batch
-                       if r.parent_id is not None and r.parent_id not in ids]
+            if len(batch) == 1:  # the usual save
+                one = batch[0]
+                outside = [] if one.parent_id is None else [(one.checkpoint_id, one.parent_id)]
+            else:
+                ids = {r.checkpoint_id for r in batch}
+                outside = [(r.checkpoint_id, r.parent_id) for r in batch
+                           if r.parent_id is not None and r.parent_id not in ids]
             if outside and self._seen.get(sid, ident) != ident:
                 # the segment the parent was read from was unlinked (a delete took its lock to do so)
                 raise self._deleted(sid, outside[0][0], "the segment its parent was read from is gone")
