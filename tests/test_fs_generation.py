@@ -150,3 +150,57 @@ def test_an_owned_chat_reads_no_generation_per_step(tmp_path: Path, calls: Count
     assert saved >= MAX_ROUND  # a checkpoint per step, and the run end
     # the lease: taken and released (plus at most one look at it); nothing per step
     assert calls["state_file_open"] <= 2, calls  # 12 in this chat when the feature reads it before each save
+
+
+def test_a_new_segment_under_the_old_inode_number_is_told_by_its_head(tmp_path: Path) -> None:
+    """A freed inode's number may be given to the re-created segment: a descriptor opened just now is checked
+    by the segment's first bytes (one pread, only then). Simulated: what was seen is made to name the new
+    segment's inode, with the old segment's head."""
+    live = FilesystemStorageProvider(tmp_path)
+    mine = make_chain(live, "s", 3)
+    live.close()  # no descriptor pins the old segment's inode any more
+    assert live._segments is not None
+    old = live._segments._seen["s"]
+    other = FilesystemStorageProvider(tmp_path)
+    other.delete_session("s")
+    parent = None
+    for step in (1, 2, 3):  # the same ids, another conversation
+        cp = make_checkpoint("s", step, parent_id=parent, messages=[{"content": f"B {i}", "role": "user"}
+                                                                    for i in range(step)])
+        other.save_checkpoint(cp)
+        parent = cp.checkpoint_id
+    other.close()
+    st = os.stat(tmp_path / "s" / "checkpoints" / "records.jsonl")
+    live._segments._seen["s"] = old._replace(dev=st.st_dev, ino=st.st_ino)
+    with pytest.raises(SessionDeletedError):
+        live.save_checkpoint(_child(mine[-1], "A's step 4"))
+    assert len(FilesystemStorageProvider(tmp_path).list_checkpoint_ids("s")) == 3
+
+
+def test_a_reopened_segment_of_the_same_session_is_not_refused(tmp_path: Path, calls: Counter[str]) -> None:
+    p = FilesystemStorageProvider(tmp_path)
+    chain = make_chain(p, "s", 3)
+    p.close()  # the next save opens the segment again: its head is read once and agrees
+    calls.clear()
+    cp = _child(chain[-1])
+    p.save_checkpoint(cp)
+    assert calls["pread"] == 1 and calls["fdatasync"] == 1, calls
+    assert FilesystemStorageProvider(tmp_path).get_latest_checkpoint("s") == cp
+
+
+def test_a_reader_sees_the_new_segment_even_under_the_old_inode_number(tmp_path: Path) -> None:
+    reader = FilesystemStorageProvider(tmp_path)
+    make_chain(reader, "s", 3)
+    assert reader.get_latest_checkpoint("s") is not None  # its index of the segment is cached
+    reader.close()
+    other = FilesystemStorageProvider(tmp_path)
+    other.delete_session("s")
+    parent, cp = None, None
+    for step in (1, 2, 3):  # longer than the old segment: the index's end is no hint
+        cp = make_checkpoint("s", step, parent_id=parent,
+                             messages=[{"content": f"B {i} " + "y" * 400, "role": "user"} for i in range(step)])
+        other.save_checkpoint(cp)
+        parent = cp.checkpoint_id
+    latest = reader.get_latest_checkpoint("s")
+    assert latest == cp
+    assert [c.checkpoint_id for c in reader.list_checkpoints("s")] == other.list_checkpoint_ids("s")

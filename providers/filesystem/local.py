@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from persistency.errors import (
     CheckpointConflictError,
@@ -61,6 +62,40 @@ def _legacy_ids(names: Iterable[str]) -> list[str]:
     return out
 
 
+class _Seen(NamedTuple):
+    """A segment as last seen: its device and inode, and its head (the first record's two checksums),
+    which tells a new segment from the old one should the new one get the freed inode's number."""
+
+    dev: int
+    ino: int
+    head: bytes
+
+
+def _head_of(data: bytes) -> bytes:
+    """The first record's info and payload checksums from the segment's first bytes (b"" if they are not
+    all there: an empty segment, or a first entry not yet complete)."""
+    nl = data.find(b"\n")
+    if nl < 0 or len(data) < nl + 25:
+        return b""
+    return data[15:31] + data[nl + 9:nl + 25]  # '{"v":2,"isum":"' SUM ... '\n"psum":"' SUM
+
+
+def _read_head(fd: int) -> bytes:
+    """`_head_of` the segment behind ``fd`` (a read of its first line; only for a descriptor opened anew)."""
+    size = 4096
+    while True:
+        data = os.pread(fd, size, 0)
+        head = _head_of(data)
+        if head or len(data) < size:
+            return head
+        size *= 4
+
+
+def _agree(old: bytes, now: bytes) -> bool:
+    """True if two heads of one segment agree (one seen before its first record was complete is b"")."""
+    return not old or not now or old == now
+
+
 @dataclass(frozen=True)
 class _View:
     """A session opened for reading."""
@@ -82,9 +117,9 @@ class SegmentStore:
         self._lock = threading.Lock()
         self._indexes: OrderedDict[str, SegmentIndex] = OrderedDict()
         self._appender = Appender(self.paths, self.where)
-        #: session -> (device, inode) of the segment this store last read or wrote: a delete by anyone
-        #: unlinks it, so a save whose parent was read from another one is refused (see `_append`)
-        self._seen: dict[str, tuple[int, int]] = {}
+        #: session -> the segment this store last read or wrote: a delete by anyone unlinks it, so a save
+        #: whose parent was read from another one is refused (see `_append`)
+        self._seen: dict[str, _Seen] = {}
         #: called with a session id when its segment turned out replaced (the provider drops its caches)
         self.on_replaced: Callable[[str], None] = lambda sid: None
 
@@ -93,14 +128,20 @@ class SegmentStore:
         return f"{self.root}/{session_id}/{CHECKPOINTS}/{SEGMENT}"
 
     # -- the index ----------------------------------------------------------------------------------------
-    def _refresh(self, sid: str, fd: int, st: os.stat_result | None = None) -> tuple[SegmentIndex, int, bytes]:
-        """The segment's index brought up to date; plus the bytes just read and their offset."""
+    def _refresh(self, sid: str, fd: int, st: os.stat_result | None = None,
+                 opened: bool = True) -> tuple[SegmentIndex, int, bytes]:
+        """The segment's index brought up to date; plus the bytes just read and their offset.
+
+        ``opened``: ``fd`` was opened since the index was made, so the file may be a new segment under
+        the old one's inode number (freed by a delete): its head is compared before the index is kept."""
         st = st or os.fstat(fd)
         ident = (st.st_dev, st.st_ino)
         with self._lock:
-            replaced = self._seen.get(sid, ident) != ident
-            self._seen[sid] = ident
+            prev = self._seen.get(sid)
             idx = self._indexes.get(sid)
+            if idx is not None and opened and prev is not None and prev.head and (prev.dev, prev.ino) == ident \
+                    and (idx.dev, idx.ino) == ident and not _agree(prev.head, _read_head(fd)):
+                idx = None  # another segment: scan it whole
             if idx is None or (idx.dev, idx.ino) != ident or st.st_size < idx.end:
                 idx = SegmentIndex(st.st_dev, st.st_ino)
                 self._indexes[sid] = idx
@@ -112,6 +153,16 @@ class SegmentStore:
             buf = read_fd(fd, start, st.st_size - start) if st.st_size > start else b""
             if buf:
                 scan(buf, start, idx)
+            if start == 0:
+                head = _head_of(buf) if idx.end > 0 else b""  # a torn first entry is no head: it is cut
+            elif prev is not None and not prev.head:  # seen before its first record was complete
+                head = _read_head(fd)
+            elif prev is not None and (prev.dev, prev.ino) == ident:
+                head = prev.head
+            else:  # pragma: no cover - an index is kept only with what was seen of it
+                head = _read_head(fd)
+            replaced = prev is not None and ((prev.dev, prev.ino) != ident or not _agree(prev.head, head))
+            self._seen[sid] = _Seen(st.st_dev, st.st_ino, head)
         if replaced:  # deleted (and maybe written again) by another provider: what was cached is stale
             self.on_replaced(sid)
         return idx, start, buf
@@ -197,12 +248,18 @@ class SegmentStore:
                 ids = {r.checkpoint_id for r in batch}
                 outside = [(r.checkpoint_id, r.parent_id) for r in batch
                            if r.parent_id is not None and r.parent_id not in ids]
-            if outside and self._seen.get(sid, ident) != ident:
-                # the segment the parent was read from was unlinked (a delete took its lock to do so)
-                raise self._deleted(sid, outside[0][0], "the segment its parent was read from is gone")
+            prev = self._seen.get(sid)
+            unchecked = fresh  # a descriptor opened just now may name a new segment under the old inode's number
+            if outside and prev is not None:
+                # the segment the parent was read from was unlinked (a delete took its lock to do so), or
+                # replaced by one that got its inode's number: its head tells (a descriptor kept open pins
+                # its inode, so only a descriptor opened anew needs the look)
+                if (prev.dev, prev.ino) != ident or (fresh and not _agree(prev.head, _read_head(got.seg))):
+                    raise self._deleted(sid, outside[0][0], "the segment its parent was read from is gone")
+                unchecked = False
             idx = self._indexes.get(sid)
-            if idx is None or (idx.dev, idx.ino) != ident or idx.end != st.st_size:
-                idx = self._refresh(sid, got.seg, st)[0]  # what other writers appended (or a torn tail)
+            if fresh or idx is None or (idx.dev, idx.ino) != ident or idx.end != st.st_size:
+                idx = self._refresh(sid, got.seg, st, unchecked)[0]  # what others appended (or a torn tail)
             for cid, pid in outside:
                 if pid not in idx.entries and not self._legacy_here(got.cps, got.names, pid):
                     raise self._deleted(sid, cid, f"its parent {pid!r} is gone")
@@ -270,8 +327,16 @@ class SegmentStore:
                 entries[record.checkpoint_id] = Entry(start, start + len(record.data), record.base_id)
             idx.end = end + len(data)
             idx.needs_newline = False
-            self._seen[sid] = (st.st_dev, st.st_ino)
-            self._indexes.move_to_end(sid)
+            prev = self._seen.get(sid)
+            if end == 0:
+                head = _head_of(data)
+            elif prev is not None and (prev.dev, prev.ino) == (st.st_dev, st.st_ino):
+                head = prev.head
+            else:  # first contact with a segment others wrote (a first checkpoint): once per session
+                head = _read_head(seg)
+            self._seen[sid] = _Seen(st.st_dev, st.st_ino, head)
+            if sid in self._indexes:
+                self._indexes.move_to_end(sid)
 
     def close(self) -> None:
         """Close the descriptors kept open for writing."""
