@@ -329,12 +329,10 @@ class SegmentStore:
             idx.needs_newline = False
             prev = self._seen.get(sid)
             if end == 0:
-                head = _head_of(data)
-            elif prev is not None and (prev.dev, prev.ino) == (st.st_dev, st.st_ino):
-                head = prev.head
-            else:  # first contact with a segment others wrote (a first checkpoint): once per session
-                head = _read_head(seg)
-            self._seen[sid] = _Seen(st.st_dev, st.st_ino, head)
+                self._seen[sid] = _Seen(st.st_dev, st.st_ino, _head_of(data))
+            elif prev is None or (prev.dev, prev.ino) != (st.st_dev, st.st_ino) or not prev.head:
+                # first contact with a segment others wrote (a first checkpoint): once per session
+                self._seen[sid] = _Seen(st.st_dev, st.st_ino, _read_head(seg))
             if sid in self._indexes:
                 self._indexes.move_to_end(sid)
 
