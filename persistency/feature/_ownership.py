@@ -22,8 +22,8 @@ exactly as without it. Before a run loads anything:
   Then it shows that finished run instead of running a new turn (0 model calls).
 - while the run goes on, a thread renews the lease every third of its duration; each save first
   checks that the lease is still held and that the session's generation (advanced by each delete)
-  is the one the lease was taken in (a provider with ``checks_generation_on_write``, SQLite and
-  Redis, checks it inside the write itself), else the chat stops with `SessionBusyError` or
+  is the one the lease was taken in (a provider with ``checks_generation_on_write``, SQLite, Redis
+  and the local filesystem, checks it inside the write itself), else the chat stops with `SessionBusyError` or
   `SessionDeletedError` (both `CheckpointConflictError`s: the feature stores nothing more).
 - the lease is released when the run ends, however it ends.
 
@@ -224,7 +224,8 @@ class Claim:
         self.settings = settings
         self.request_id = request_id
         self.lost: str | None = None
-        #: SQLite (its write transaction) and Redis (its save script) check the generation in the write:
+        #: SQLite (its write transaction), Redis (its save script) and the local filesystem (under the
+        #: segment's lock) check the generation in the write:
         #: no extra read per save there
         self.check_generation = not getattr(lio.provider, "checks_generation_on_write", False)
         self._stop = threading.Event()

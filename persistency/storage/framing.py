@@ -40,9 +40,18 @@ def sum_hex(*parts: bytes) -> bytes:
 
 
 def frame(info: bytes, payload: bytes) -> tuple[bytes, bytes]:
-    """The two lines (without newlines) of a record holding ``info`` and ``payload`` JSON."""
-    line1 = _L1 + sum_hex(b"info", info) + _L1_MID + info + _L1_END
-    line2 = _L2 + sum_hex(b"record", info, payload) + _L2_MID + payload + _L2_END
+    """The two lines (without newlines) of a record holding ``info`` and ``payload`` JSON.
+
+    The checksums are `sum_hex` of ``(b"info", info)`` and ``(b"record", info, payload)``, fed to the
+    hash piece by piece (no joined copy of the payload)."""
+    isum = hashlib.blake2b(b"info\x00", digest_size=8)
+    isum.update(info)
+    psum = hashlib.blake2b(b"record\x00", digest_size=8)
+    psum.update(info)
+    psum.update(b"\x00")
+    psum.update(payload)
+    line1 = b"".join((_L1, isum.hexdigest().encode("ascii"), _L1_MID, info, _L1_END))
+    line2 = b"".join((_L2, psum.hexdigest().encode("ascii"), _L2_MID, payload, _L2_END))
     return line1, line2
 
 

@@ -71,28 +71,46 @@ class Appender:
             while self._open:
                 self._open.popitem()[1].close()
 
-    @contextlib.contextmanager
-    def locked(self, sid: str) -> Iterator[tuple[_Open, os.stat_result, bool]]:
-        """The session's segment under an exclusive ``flock``: (open descriptors, its stat, newly opened)."""
-        with self.lock:
+    def acquire(self, sid: str) -> tuple[_Open, os.stat_result, bool]:
+        """The session's segment under an exclusive ``flock``: (open descriptors, its stat, newly opened).
+
+        The caller holds the appender until `release`; a segment a delete unlinked meanwhile is never
+        returned (``st_nlink`` is 0 under the lock: it is reopened, or refused if ``deleted`` says so)."""
+        self.lock.acquire()
+        try:
             for _ in range(8):
-                fresh = sid not in self._open
-                if fresh:
-                    self._open[sid] = self._open_session(sid)
+                got = self._open.get(sid)
+                fresh = got is None
+                if got is None:
+                    got = self._open[sid] = self._open_session(sid)
                     while len(self._open) > _KEEP_OPEN:
                         self._open.popitem(last=False)[1].close()
-                self._open.move_to_end(sid)
-                got = self._open[sid]
+                else:
+                    self._open.move_to_end(sid)
                 fcntl.flock(got.seg, fcntl.LOCK_EX)
                 st = os.fstat(got.seg)
                 if st.st_nlink > 0:
-                    break
+                    return got, st, fresh
                 fcntl.flock(got.seg, fcntl.LOCK_UN)
                 self.forget(sid)  # deleted since we opened it: open the new one
-            else:  # pragma: no cover - a delete on every attempt
-                raise OSError(f"session {sid!r} keeps being deleted while it is written")
-            try:
-                yield got, st, fresh
-            finally:
-                with contextlib.suppress(OSError):
-                    fcntl.flock(got.seg, fcntl.LOCK_UN)
+            raise OSError(f"session {sid!r} keeps being deleted while it is written")  # pragma: no cover
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def release(self, got: _Open) -> None:
+        """Unlock the segment `acquire` returned and let the next writer of this provider in."""
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(got.seg, fcntl.LOCK_UN)
+        finally:
+            self.lock.release()
+
+    @contextlib.contextmanager
+    def locked(self, sid: str) -> Iterator[tuple[_Open, os.stat_result, bool]]:
+        """`acquire` and `release` around a block."""
+        got, st, fresh = self.acquire(sid)
+        try:
+            yield got, st, fresh
+        finally:
+            self.release(got)

@@ -22,25 +22,23 @@ import errno
 import fcntl
 import os
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from persistency.errors import CheckpointConflictError, CorruptCheckpointError, InvalidIdentifierError
+from persistency.errors import (
+    CorruptCheckpointError,
+    InvalidIdentifierError,
+)
 from persistency.ids import validate_id
-from persistency.storage import NewRecord
 
 from .appender import Appender
 from .paths import CHECKPOINTS, DIR_FLAGS, LocalPaths, SymlinkRefusedError, read_fd
-from .segment import SEGMENT, Entry, SegmentIndex, entry_bytes, scan
+from .segment import SEGMENT, Entry, SegmentIndex, scan
+from .writing import LEGACY_SUFFIX, TMP_PREFIX, Seen, SegmentWriter, agree, head_of, read_head
 
 __all__ = ["LEGACY_SUFFIX", "TMP_PREFIX", "SegmentStore"]
 
-LEGACY_SUFFIX = ".json"
-TMP_PREFIX = ".tmp-"
-#: a 0.1 writer's temporary file older than this is a dead writer's, removed at the next write
-TMP_MAX_AGE = 60.0
 _INDEXES = 64
 _SPAN_SLACK = 1 << 16
 
@@ -67,7 +65,7 @@ class _View:
     scanned: tuple[SegmentIndex, int, bytes] | None
 
 
-class SegmentStore:
+class SegmentStore(SegmentWriter):
     """Records of a local folder in per-session segments; symlink-safe, private modes, 0.1 files read."""
 
     def __init__(self, root: str, *, fsync: bool, file_mode: int, dir_mode: int) -> None:
@@ -77,28 +75,55 @@ class SegmentStore:
         self._lock = threading.Lock()
         self._indexes: OrderedDict[str, SegmentIndex] = OrderedDict()
         self._appender = Appender(self.paths, self.where)
+        #: session -> the segment this store last read or wrote: a delete by anyone unlinks it, so a save
+        #: whose parent was read from another one is refused (see `_append`)
+        self._seen: dict[str, Seen] = {}
+        #: called with a session id when its segment turned out replaced (the provider drops its caches)
+        self.on_replaced: Callable[[str], None] = lambda sid: None
 
     def where(self, session_id: str) -> str:
         """The session's segment path, for messages."""
         return f"{self.root}/{session_id}/{CHECKPOINTS}/{SEGMENT}"
 
     # -- the index ----------------------------------------------------------------------------------------
-    def _refresh(self, sid: str, fd: int, st: os.stat_result | None = None) -> tuple[SegmentIndex, int, bytes]:
-        """The segment's index brought up to date; plus the bytes just read and their offset."""
+    def _refresh(self, sid: str, fd: int, st: os.stat_result | None = None,
+                 opened: bool = True) -> tuple[SegmentIndex, int, bytes]:
+        """The segment's index brought up to date; plus the bytes just read and their offset.
+
+        ``opened``: ``fd`` was opened since the index was made, so the file may be a new segment under
+        the old one's inode number (freed by a delete): its head is compared before the index is kept."""
         st = st or os.fstat(fd)
+        ident = (st.st_dev, st.st_ino)
         with self._lock:
+            prev = self._seen.get(sid)
             idx = self._indexes.get(sid)
-            if idx is None or (idx.dev, idx.ino) != (st.st_dev, st.st_ino) or st.st_size < idx.end:
+            if idx is not None and opened and prev is not None and prev.head and (prev.dev, prev.ino) == ident \
+                    and (idx.dev, idx.ino) == ident and not agree(prev.head, read_head(fd)):
+                idx = None  # another segment: scan it whole
+            if idx is None or (idx.dev, idx.ino) != ident or st.st_size < idx.end:
                 idx = SegmentIndex(st.st_dev, st.st_ino)
-            self._indexes[sid] = idx
-            self._indexes.move_to_end(sid)
-            while len(self._indexes) > _INDEXES:
-                self._indexes.popitem(last=False)
+                self._indexes[sid] = idx
+                while len(self._indexes) > _INDEXES:
+                    self._indexes.popitem(last=False)
+            else:
+                self._indexes.move_to_end(sid)
             start = idx.end
             buf = read_fd(fd, start, st.st_size - start) if st.st_size > start else b""
             if buf:
                 scan(buf, start, idx)
-            return idx, start, buf
+            if start == 0:
+                head = head_of(buf) if idx.end > 0 else b""  # a torn first entry is no head: it is cut
+            elif prev is not None and not prev.head:  # seen before its first record was complete
+                head = read_head(fd)
+            elif prev is not None and (prev.dev, prev.ino) == ident:
+                head = prev.head
+            else:  # pragma: no cover - an index is kept only with what was seen of it
+                head = read_head(fd)
+            replaced = prev is not None and ((prev.dev, prev.ino) != ident or not agree(prev.head, head))
+            self._seen[sid] = Seen(st.st_dev, st.st_ino, head)
+        if replaced:  # deleted (and maybe written again) by another provider: what was cached is stale
+            self.on_replaced(sid)
+        return idx, start, buf
 
     def _slices(self, sid: str, fd: int, entries: list[tuple[str, Entry]], start: int,
                 buf: bytes) -> dict[str, bytes]:
@@ -122,18 +147,6 @@ class SegmentStore:
                 out.update((cid, read_fd(fd, e.start, e.stop - e.start)) for cid, e in rest)
         return out
 
-    # -- writing ------------------------------------------------------------------------------------------
-    @staticmethod
-    def _sweep(sid: str, cps: int, names: list[str]) -> None:
-        """Remove temporary files that dead 0.1 writers left (when a session is first written here)."""
-        now = time.time()
-        for name in names:
-            if name.startswith(TMP_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    st = os.stat(name, dir_fd=cps, follow_symlinks=False)
-                    if now - st.st_mtime > TMP_MAX_AGE:
-                        os.unlink(name, dir_fd=cps)
-
     def _open_locked(self, cps: int, sid: str) -> int:
         """The segment opened for appending, exclusively locked, and not unlinked by a delete meanwhile."""
         while True:
@@ -146,57 +159,6 @@ class SegmentStore:
                 os.close(fd)
                 raise
             os.close(fd)  # deleted between open and lock: open the new one
-
-    def write(self, records: Sequence[NewRecord]) -> None:
-        """Append ``records`` create-only, one session's in one write and one sync (all or nothing per
-        session); `CheckpointConflictError` if an id is stored or given twice."""
-        by_session: dict[str, list[NewRecord]] = {}
-        for record in records:
-            by_session.setdefault(record.session_id, []).append(record)
-        for sid, batch in by_session.items():
-            self._append(sid, batch)
-
-    def _append(self, sid: str, batch: list[NewRecord]) -> None:
-        with self._appender.locked(sid) as (got, st, fresh):
-            if fresh:
-                self._sweep(sid, got.cps, got.names)
-            idx, _, _ = self._refresh(sid, got.seg, st)
-            seen: set[str] = set()
-            for record in batch:
-                cid = record.checkpoint_id
-                if cid in idx.entries or cid in seen or cid + LEGACY_SUFFIX in got.names:
-                    raise CheckpointConflictError(
-                        f"checkpoint {cid!r} already exists in session {sid!r} ({self.where(sid)})"
-                    )
-                seen.add(cid)
-            end = idx.end
-            if st.st_size > end:
-                os.ftruncate(got.seg, end)  # a dead writer's torn tail: we hold the lock
-            lead = b"\n" if idx.needs_newline else b""  # after a damaged tail, start on a line of our own
-            parts, offset, placed = [lead], end + len(lead), []
-            for record in batch:
-                entry = entry_bytes(record.data, record.checkpoint_id)
-                placed.append((record, offset))
-                parts.append(entry)
-                offset += len(entry)
-            data = b"".join(parts)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(got.seg, view):]
-                if self.fsync:
-                    os.fdatasync(got.seg)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(got.seg, end)
-                raise
-            if self.fsync and end == 0:
-                os.fsync(got.cps)  # the new segment's name
-            with self._lock:  # a reader of this process may have scanned the new entries already: same values
-                for record, start in placed:
-                    idx.entries[record.checkpoint_id] = Entry(start, start + len(record.data), record.base_id)
-                idx.end = end + len(data)
-                idx.needs_newline = False
 
     def close(self) -> None:
         """Close the descriptors kept open for writing."""
@@ -359,6 +321,7 @@ class SegmentStore:
                     os.fsync(sess)
         with self._lock:
             self._indexes.pop(sid, None)
+            self._seen.pop(sid, None)
 
 
 def _remove(parent: int, name: str) -> None:

@@ -148,6 +148,7 @@ class FilesystemStorageProvider(StorageBackend):
                 raise ProviderConfigError(f"filesystem root {self._root!r} exists and is not a folder")
             self._segments = SegmentStore(self._root, fsync=opts.fsync, file_mode=opts.file_mode,
                                           dir_mode=opts.dir_mode)
+            self._segments.on_replaced = self._forget
             self._leases = LocalLeases(self._segments.paths, opts.fsync)
         elif isinstance(fs, MemoryFileSystem):
             self._files = MemoryFiles(fs)
@@ -165,6 +166,17 @@ class FilesystemStorageProvider(StorageBackend):
 
     def __repr__(self) -> str:
         return f"FilesystemStorageProvider({self.url!r})"
+
+    @property
+    def checks_generation_on_write(self) -> bool:
+        """True on a local disk: a save refuses, under the segment's lock, a parent read from a segment a
+        delete has unlinked since (`SessionDeletedError`), so the feature reads no generation per save."""
+        return self._segments is not None
+
+    def _forget(self, session_id: str) -> None:
+        """Drop what this provider cached of a session another provider deleted."""
+        self._lineages.drop_session(session_id)
+        self._stripped.drop_session(session_id)
 
     # -- paths --------------------------------------------------------------------------------------------
     def _dir(self, session_id: str) -> str:
@@ -190,7 +202,10 @@ class FilesystemStorageProvider(StorageBackend):
         except FileExistsError:
             raise
         except OSError as exc:
-            raise StorageUnavailableError(f"filesystem {self._root}: {what}: {exc.strerror or exc}") from exc
+            raise self._unavailable(what, exc) from exc
+
+    def _unavailable(self, what: str, exc: OSError) -> StorageUnavailableError:
+        return StorageUnavailableError(f"filesystem {self._root}: {what}: {exc.strerror or exc}")
 
     def _per_file(self) -> Files:
         assert self._files is not None
@@ -200,8 +215,12 @@ class FilesystemStorageProvider(StorageBackend):
     def write_record(self, record: NewRecord) -> None:
         """Append the record to the session's segment (local disk) or create its file; create-only."""
         if self._segments is not None:
-            with self._translate(f"writing {self._segments.where(record.session_id)}"):
-                self._segments.write([record])
+            try:
+                self._segments.write((record,))
+            except (PersistencyError, FileExistsError):
+                raise
+            except OSError as exc:  # the message is made only when it is needed
+                raise self._unavailable(f"writing {self._segments.where(record.session_id)}", exc) from exc
             return
         path = self._path(record.session_id, record.checkpoint_id)
         try:
