@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +68,9 @@ def _patch_append() -> None:
 
 
 def time_saves(provider: PersistencyStorageProvider, into: list[float]) -> None:
-    """Record the duration of every ``save_checkpoint`` of this provider instance into ``into``."""
+    """Record into ``into`` what storing each checkpoint took on this provider instance: the duration
+    of a ``save_checkpoint``, or a ``save_checkpoints`` batch's divided among its checkpoints (the
+    async writer stores what it finds queued as one batch), so there is one sample per checkpoint."""
     save = provider.save_checkpoint
 
     def timed(checkpoint: Checkpoint) -> None:
@@ -78,6 +81,19 @@ def time_saves(provider: PersistencyStorageProvider, into: list[float]) -> None:
             into.append(time.perf_counter() - t)
 
     provider.save_checkpoint = timed  # type: ignore[method-assign]
+    save_many = getattr(provider, "save_checkpoints", None)
+    if save_many is None:
+        return
+
+    def timed_many(checkpoints: Sequence[Checkpoint]) -> None:
+        batch = list(checkpoints)
+        t = time.perf_counter()
+        try:
+            save_many(batch)
+        finally:
+            into.extend([(time.perf_counter() - t) / max(len(batch), 1)] * len(batch))
+
+    provider.save_checkpoints = timed_many  # type: ignore[attr-defined]
 
 
 def feature_available() -> str | None:

@@ -206,16 +206,20 @@ class StorageBackend(ContractPlans, PersistencyStorageProvider):
         """Drive ``plan`` with the sync primitives."""
         driver = PlanDriver(self.backend_name, plan)
         for call in driver:
-            with driver.translating(call):
+            try:
                 driver.reply = getattr(self, call.name)(*call.args)
+            except Exception as exc:  # `failed` re-raises all but the plan's own signal
+                driver.failed(call, exc)
         return driver.result
 
     async def _arun(self, plan: Plan[T]) -> T:
         """Drive ``plan`` with the async twins (``a`` + the primitive's name)."""
         driver = PlanDriver(self.backend_name, plan)
         for call in driver:
-            with driver.translating(call):
+            try:
                 driver.reply = await getattr(self, "a" + call.name)(*call.args)
+            except Exception as exc:  # `failed` re-raises all but the plan's own signal
+                driver.failed(call, exc)
         return driver.result
 
     # -- the contract (sync), each a plan ---------------------------------------------------------------------

@@ -6,7 +6,6 @@ stepping, the replies and the error translation live here once.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
@@ -50,18 +49,18 @@ class PlanDriver(Generic[T]):
             self.reply = None
             yield Call(name, args(op))
 
-    @contextlib.contextmanager
-    def translating(self, call: Call) -> Iterator[None]:
-        """A backend's raw failure becomes `StorageUnavailableError` naming the backend, cause kept."""
-        try:
-            yield
-        except StaleParent as signal:  # for the plan to handle: thrown back into it
-            self._signal = signal
-        except PersistencyError:
-            raise
-        except Exception as exc:
-            from persistency.registry import redact_url
+    def failed(self, call: Call, exc: Exception) -> None:
+        """What a failed primitive call means, decided once for both drivers (called from their
+        ``except``, so the common, successful call enters no context manager): a stale-parent signal
+        is kept to be thrown back into the plan, a typed error goes on as it is, and a backend's raw
+        failure becomes `StorageUnavailableError` naming the backend, its cause kept."""
+        if isinstance(exc, StaleParent):
+            self._signal = exc
+            return
+        if isinstance(exc, PersistencyError):
+            raise exc
+        from persistency.registry import redact_url
 
-            raise StorageUnavailableError(
-                f"{self._backend} backend failed in {call.name}: {type(exc).__name__}: {redact_url(str(exc))[:300]}"
-            ) from exc
+        raise StorageUnavailableError(
+            f"{self._backend} backend failed in {call.name}: {type(exc).__name__}: {redact_url(str(exc))[:300]}"
+        ) from exc
