@@ -117,23 +117,28 @@ def load_vs_snapshot(workdir: Path, steps: int, repeats: int = 9) -> dict[str, A
             "snapshot_parse_cpu_median": statistics.median(parse_cpu), "ratio": o / s}
 
 
-def copy_scaling(workdir: Path, steps: int) -> dict[str, Any]:
-    """Wall time of the CLI's copy of a session of ``steps`` and of ``2 * steps`` checkpoints."""
+def copy_scaling(workdir: Path, steps: int, repeats: int = 5) -> dict[str, Any]:
+    """Wall time of the CLI's copy of a session of ``steps`` and of ``2 * steps`` checkpoints: medians
+    of ``repeats`` copies of each, taken in turns, each into a fresh folder; the ratio of the medians."""
     from persistency.providers.filesystem import FilesystemStorageProvider
 
     from persistency.cli._copy import copy_checkpoints
 
-    out: dict[str, Any] = {}
-    for n in (steps, 2 * steps):
-        src = str(workdir / f"ratio-copy-src-{n}")
-        _grow(src, n)
-        s = FilesystemStorageProvider(src)
-        d = FilesystemStorageProvider(str(workdir / f"ratio-copy-dst-{n}"), fsync=False)
-        t = time.perf_counter()
-        res = copy_checkpoints(s, d, "bench", s.list_checkpoints("bench"))
-        out[str(n)] = time.perf_counter() - t
-        if res.failed:
-            raise RuntimeError(f"copy failed: {res.failed[:1]}")
+    sizes = (steps, 2 * steps)
+    for n in sizes:
+        _grow(str(workdir / f"ratio-copy-src-{n}"), n)
+    samples: dict[int, list[float]] = {n: [] for n in sizes}
+    for i in range(repeats):
+        for n in sizes:
+            s = FilesystemStorageProvider(str(workdir / f"ratio-copy-src-{n}"))
+            d = FilesystemStorageProvider(str(workdir / f"ratio-copy-dst-{n}-{i}"), fsync=False)
+            t = time.perf_counter()
+            res = copy_checkpoints(s, d, "bench", s.list_checkpoints("bench"))
+            samples[n].append(time.perf_counter() - t)
+            if res.failed:
+                raise RuntimeError(f"copy failed: {res.failed[:1]}")
+    out: dict[str, Any] = {str(n): statistics.median(samples[n]) for n in sizes}
+    out["samples"] = {str(n): samples[n] for n in sizes}
     out["ratio"] = out[str(2 * steps)] / out[str(steps)]
     return out
 
