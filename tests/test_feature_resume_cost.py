@@ -70,6 +70,20 @@ def saved(calls: dict[str, list[Any]]) -> list[Any]:
     return out
 
 
+def spy_first_reply(chat: Chat, calls: dict[str, list[Any]]) -> list[list[Any]]:
+    """What had been saved when the first agent was asked for a reply (filled at that moment)."""
+    before_first_reply: list[list[Any]] = []
+    for agent in [chat.user, *chat.agents]:
+
+        def spy(recipient: ConversableAgent, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
+            if not before_first_reply:
+                before_first_reply.append(saved(calls))
+            return False, None
+
+        agent.register_reply([Agent, None], spy, position=0)
+    return before_first_reply
+
+
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("latest", ["closed", "dead"])
 def test_one_read_per_resume_and_no_save_before_the_first_step(latest: str, is_async: bool) -> None:
@@ -91,16 +105,8 @@ def test_one_read_per_resume_and_no_save_before_the_first_step(latest: str, is_a
         start(first, is_async=is_async, message="hello")
     provider = provider_from_url(url)
     calls = counting(provider)
-    before_first_reply: list[list[Any]] = []
     chat = build_chat(max_round=9)
-    for agent in [chat.user, *chat.agents]:
-
-        def spy(recipient: ConversableAgent, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
-            if not before_first_reply:
-                before_first_reply.append(saved(calls))
-            return False, None
-
-        agent.register_reply([Agent, None], spy, position=0)
+    before_first_reply = spy_first_reply(chat, calls)
     Persistency(provider, "s").attach(chat.manager)
     start(chat, is_async=is_async, message="hello" if latest == "dead" else "next request")
     reads = {name: len(calls.get(name, [])) for name in READS}
@@ -139,16 +145,8 @@ def test_without_ownership_the_cancelled_claim_is_stored_before_the_first_reply(
         copy.save_checkpoint(provider.get_checkpoint("s", info.checkpoint_id))
     provider = provider_from_url(url2)
     calls = counting(provider)
-    before_first_reply: list[list[Any]] = []
     chat = build_chat(max_round=9)
-    for agent in [chat.user, *chat.agents]:
-
-        def spy(recipient: ConversableAgent, messages: Any = None, sender: Any = None, config: Any = None) -> Any:
-            if not before_first_reply:
-                before_first_reply.append(saved(calls))
-            return False, None
-
-        agent.register_reply([Agent, None], spy, position=0)
+    before_first_reply = spy_first_reply(chat, calls)
     Persistency(provider, "s", ownership=None).attach(chat.manager)
     start(chat, is_async=is_async, message="hello")
     assert [(c.kind, c.end_reason) for c in before_first_reply[0]] == [("run_end", "cancelled")]

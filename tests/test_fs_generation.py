@@ -39,6 +39,22 @@ def _delete_in_another_process(root: str, remake: int) -> None:
     p.close()
 
 
+def _delete_elsewhere(root: Path, where: str, remake: int = 0) -> list[Checkpoint] | None:
+    """Delete session "s" from another provider instance or another (forked) process, then write
+    ``remake`` checkpoints under the same ids; the instance's new chain, if made here."""
+    if where == "process":
+        proc = mp.get_context("fork").Process(target=_delete_in_another_process, args=(str(root), remake))
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+        return None
+    other = FilesystemStorageProvider(root)
+    other.delete_session("s")
+    theirs = make_chain(other, "s", remake) if remake else None
+    other.close()
+    return theirs
+
+
 def test_the_local_disk_checks_on_write_and_memory_does_not(tmp_path: Path) -> None:
     assert FilesystemStorageProvider(tmp_path).checks_generation_on_write is True
     assert FilesystemStorageProvider(f"memory://g-{uuid.uuid4().hex}").checks_generation_on_write is False
@@ -48,15 +64,7 @@ def test_the_local_disk_checks_on_write_and_memory_does_not(tmp_path: Path) -> N
 def test_a_delete_between_two_saves_refuses_the_second(tmp_path: Path, where: str) -> None:
     live = FilesystemStorageProvider(tmp_path)
     chain = make_chain(live, "s", 2)
-    if where == "instance":
-        other = FilesystemStorageProvider(tmp_path)
-        other.delete_session("s")
-        other.close()
-    else:
-        proc = mp.get_context("fork").Process(target=_delete_in_another_process, args=(str(tmp_path), 0))
-        proc.start()
-        proc.join(60)
-        assert proc.exitcode == 0
+    _delete_elsewhere(tmp_path, where)
     with pytest.raises(SessionDeletedError, match="deleted while this chat ran") as err:
         live.save_checkpoint(_child(chain[-1]))
     assert isinstance(err.value, CheckpointConflictError)
@@ -71,17 +79,7 @@ def test_a_delete_between_two_saves_refuses_the_second(tmp_path: Path, where: st
 def test_a_session_deleted_and_written_again_under_the_same_ids_is_never_spliced(tmp_path: Path, where: str) -> None:
     live = FilesystemStorageProvider(tmp_path)
     mine = make_chain(live, "s", 3)
-    theirs: list[Checkpoint] | None = None
-    if where == "instance":
-        other = FilesystemStorageProvider(tmp_path)
-        other.delete_session("s")
-        theirs = make_chain(other, "s", 3)  # the same ids, another conversation
-        other.close()
-    else:
-        proc = mp.get_context("fork").Process(target=_delete_in_another_process, args=(str(tmp_path), 3))
-        proc.start()
-        proc.join(60)
-        assert proc.exitcode == 0
+    theirs = _delete_elsewhere(tmp_path, where, 3)  # the same ids, another conversation
     with pytest.raises(SessionDeletedError):
         live.save_checkpoint(_child(mine[-1], "A's step 4"))
     fresh = FilesystemStorageProvider(tmp_path)
