@@ -22,7 +22,7 @@ from persistency.feature._nested import NestedState
 from persistency.feature._observe import size_of, span, timed_debug
 from persistency.feature._plan import Incoming, RunPlan, needs, plan_run
 from persistency.feature._run import Run
-from persistency.feature._writer import RunWriter
+from persistency.feature._writer import RunWriter, can_batch
 from persistency.ids import parse_checkpoint_id
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.policies import ResumePolicy
@@ -202,8 +202,7 @@ def _owned_start(
         nested=OUTER_RUNS.get() > 0,
     )
     # With the lease held, the closing run_end is no claim any more: it goes with the first step's save
-    fold = plan.closing is not None and claim is not None and \
-        RunWriter(feature.provider, None, feature.on_error).can_batch()
+    fold = plan.closing is not None and claim is not None and can_batch(feature.provider, feature.on_error)
     if plan.closing is not None and not fold:
         writer = RunWriter(feature.provider, plan.closing.parent_id, "raise", feature.on_checkpoint)
         yield io(writer, "save", plan.closing)

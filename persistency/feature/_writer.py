@@ -21,7 +21,7 @@ from persistency.feature._observe import notify, size_of, span, timed_debug
 from persistency.models import Checkpoint, CheckpointInfo
 from persistency.provider import PersistencyStorageProvider
 
-__all__ = ["BackgroundWriter", "LostCheckpoint", "OnError", "RunWriter"]
+__all__ = ["BackgroundWriter", "LostCheckpoint", "OnError", "RunWriter", "can_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,11 @@ class LostCheckpoint:
     checkpoint_id: str
     step: int
     error: str
+
+
+def can_batch(provider: PersistencyStorageProvider, on_error: OnError) -> bool:
+    """True when ``provider`` stores a batch in one call and a failure stops the chat (``on_error="raise"``)."""
+    return on_error == "raise" and hasattr(provider, "save_checkpoints") and hasattr(provider, "asave_checkpoints")
 
 
 class RunWriter:
@@ -58,9 +63,8 @@ class RunWriter:
         """Checkpoints stored in one batch with the next one (`defer`)."""
 
     def can_batch(self) -> bool:
-        """True when a batch is one provider call whose failure stops the chat (``on_error="raise"``)."""
-        return self.on_error == "raise" and hasattr(self.provider, "save_checkpoints") and \
-            hasattr(self.provider, "asave_checkpoints")
+        """True when a batch is one provider call whose failure stops the chat (`can_batch`)."""
+        return can_batch(self.provider, self.on_error)
 
     def defer(self, cp: Checkpoint) -> None:
         """Store ``cp`` (a run_end closing the dead attempt this run continues) with the run's first

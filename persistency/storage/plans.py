@@ -183,9 +183,9 @@ class ContractPlans:
 
     def _save_plan(self, checkpoint: Checkpoint) -> Plan[None]:
         """Store ``checkpoint`` create-only, keeping only what is new since its parent."""
-        sid = _checked_id(checkpoint.session_id, "session_id")
-        cid = _checked_id(checkpoint.checkpoint_id, "checkpoint_id")
-        pid = None if checkpoint.parent_id is None else _checked_id(checkpoint.parent_id, "parent_id")
+        sid = validate_id(checkpoint.session_id, "session_id")
+        cid = validate_id(checkpoint.checkpoint_id, "checkpoint_id")
+        pid = None if checkpoint.parent_id is None else validate_id(checkpoint.parent_id, "parent_id")
         for attempt in range(3):
             parent: Lineage | None = None
             if pid is not None:  # the usual save: the parent's lineage is cached (no plan to step through)
@@ -316,23 +316,6 @@ class ContractPlans:
         yield Delete(sid)
         self._lineages.drop_session(sid)
         self._stripped.drop_session(sid)
-
-
-_CHECKED: dict[str, None] = {}
-_CHECKED_MAX = 4096
-
-
-def _checked_id(value: object, what: str) -> str:
-    """`validate_id`, remembering the (exact ``str``) ids that passed: a chat saves under the same session
-    id at every step, and an id that passed once always passes."""
-    if type(value) is str and value in _CHECKED:
-        return value
-    out = validate_id(value, what)
-    if type(value) is str:
-        if len(_CHECKED) >= _CHECKED_MAX:
-            _CHECKED.clear()
-        _CHECKED[out] = None
-    return out
 
 
 def _stripped(rec: Record) -> Record:
